@@ -1,0 +1,79 @@
+# segnotes: `make book` builds the book, `make test` runs the tests. Both set everything up on a fresh machine.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SEGNOTES := $(PY) -m segnotes.cli
+INSTALLED := $(VENV)/.installed
+
+DATA_ROOT := data/shapes
+DATA_ARGS := --num-train 2000 --num-val 500 --seed 0 --image-size 128
+DATA_STAMP := data/.stamps/shapes
+NOTEBOOKS = $(shell $(PY) tools/toc_notebooks.py)
+# One thread per process keeps CI's 2 cores predictable; torch still uses both cores in the kernels we time.
+export OMP_NUM_THREADS ?= 2
+export MPLBACKEND ?= Agg
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: help setup data book test pytest nbval notebooks bench lab clean vendor-js
+
+help:
+	@echo "make book      set up, generate data, execute every chapter, build _build/html"
+	@echo "make test      set up, generate data, pytest tests/ and pytest --nbval on every chapter"
+	@echo "make data      generate and verify the shapes data set in $(DATA_ROOT)"
+	@echo "make notebooks re-execute the chapters in place (refreshes their stored outputs)"
+	@echo "make bench     run benchmarks/ and write benchmarks/results/table.md"
+	@echo "make lab       open the book in JupyterLab"
+	@echo "make clean     remove the build, the generated data and caches (keeps .venv)"
+
+setup: $(INSTALLED)
+
+# Reinstall only when the package's metadata or the pinned versions change.
+$(INSTALLED): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[book,test,bench]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (segnotes)" >/dev/null
+	@touch $@
+
+data: $(DATA_STAMP)
+
+# Idempotent: generate() returns at once when the folder already holds this data set.
+# A folder left by an older generator is regenerated; the checksums must then match.
+$(DATA_STAMP): $(INSTALLED) segnotes/data/shapes.py segnotes/data/png.py data/shapes.sha256
+	@$(SEGNOTES) data shapes --root $(DATA_ROOT) $(DATA_ARGS) || { \
+	  echo "regenerating $(DATA_ROOT) (it held a data set made differently)"; \
+	  rm -rf $(DATA_ROOT); $(SEGNOTES) data shapes --root $(DATA_ROOT) $(DATA_ARGS); }
+	@$(SEGNOTES) data verify --root $(DATA_ROOT) --checksums data/shapes.sha256
+	@mkdir -p $(dir $@) && touch $@
+
+book: $(DATA_STAMP)
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	@echo "open _build/html/index.html"
+
+test: pytest nbval
+
+pytest: $(DATA_STAMP)
+	$(PY) -m pytest tests -q
+
+nbval: $(DATA_STAMP)
+	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with book/sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
+
+notebooks: $(DATA_STAMP)
+	@for nb in $(NOTEBOOKS); do echo "executing $$nb"; \
+	  $(VENV)/bin/jupyter execute --inplace --kernel_name python3 $$nb; done
+
+bench: $(DATA_STAMP)
+	$(PY) benchmarks/run.py
+
+lab: $(DATA_STAMP)
+	$(VENV)/bin/jupyter lab book/
+
+vendor-js:
+	bash tools/vendor_widgets_js.sh
+
+clean:
+	rm -rf _build $(DATA_ROOT) data/.stamps .pytest_cache benchmarks/results
+	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

@@ -1,0 +1,90 @@
+"""Run every benchmark case in benchmarks/bench_*.py and write a Markdown table.
+
+Each module exposes ``run(quick: bool = False) -> list[dict]``; a row has the keys ``case``, ``ours``,
+``reference``, ``reference_name``, ``ratio`` and ``note`` (``unit`` optional, default seconds). Ratios are measured
+in one run against the reference on the same inputs and device, so they compare like with like on any machine;
+tests never assert times.
+
+Usage: python benchmarks/run.py [--quick] [--only NAME] [--output benchmarks/results/table.md]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fmt(value, unit: str) -> str:
+    if value is None:
+        return "–"
+    if unit == "s":
+        return f"{value * 1e3:.2f} ms" if value < 1 else f"{value:.2f} s"
+    return f"{value:.1f} {unit}"
+
+
+def environment() -> str:
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{datetime.date.today()} · Python {platform.python_version()} · torch {torch.__version__} · "
+        f"{platform.processor() or platform.machine()} · {torch.get_num_threads()} torch threads · {device}"
+    )
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| case | ours | reference | ratio | note |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        unit = row.get("unit", "s")
+        ref = f"{_fmt(row.get('reference'), unit)} ({row.get('reference_name', '')})"
+        ratio = row.get("ratio")
+        lines.append(
+            f"| {row['case']} | {_fmt(row.get('ours'), unit)} | {ref} | "
+            f"{'–' if ratio is None else f'{ratio:.2f}x'} | {row.get('note', '')} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not a measurement")
+    parser.add_argument("--only", default=None, help="run only benchmarks/bench_<ONLY>.py")
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "table.md")
+    args = parser.parse_args(argv)
+
+    rows = []
+    for path in sorted(HERE.glob("bench_*.py")):
+        if args.only and path.stem != f"bench_{args.only}":
+            continue
+        print(f"running {path.name} ...", flush=True)
+        rows.extend(_load(path).run(quick=args.quick))
+    text = (
+        "# segnotes benchmarks\n\n"
+        f"{environment()}\n\n"
+        "ratio = reference time / our time (or our rate / reference rate): above 1 means we are faster.\n\n"
+        f"{table(rows)}\n"
+    )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    print(text)
+    print(f"written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
