@@ -1,0 +1,248 @@
+"""Torch datasets: COCO-style instances, VOC-style semantic labels, and the shapes data set.
+
+Every dataset returns ``(image, target)`` with ``image`` a FloatTensor[3, H, W] in [0, 1]:
+
+* instance datasets (:class:`CocoInstances`, :class:`ShapesInstances`) give targets in
+  torchvision's detection format (``boxes``, ``labels``, ``masks``, ``image_id``, ``area``,
+  ``iscrowd``), ready for ``torchvision.models.detection.MaskRCNN``;
+* semantic datasets (:class:`VOCSemantic`, :class:`ShapesSemantic`) give a LongTensor[H, W]
+  of class ids with 255 kept as "ignore", ready for ``cross_entropy(ignore_index=255)``.
+
+The optional ``transforms(image, target)`` runs on these tensors.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from pycocotools.coco import COCO
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.datasets import VOCSegmentation
+from torchvision.datasets.voc import DATASET_YEAR_DICT
+from torchvision.transforms.functional import pil_to_tensor
+
+from .._checks import check_choice, describe
+from .shapes import GROUPS, SPLITS, default_root
+
+__all__ = ["CocoInstances", "ShapesInstances", "VOCSemantic", "ShapesSemantic"]
+
+
+def _load_rgb(path: Path) -> Tensor:
+    """An image file as FloatTensor[3, H, W] in [0, 1]."""
+    with Image.open(path) as image:
+        return pil_to_tensor(image.convert("RGB")).float().div_(255.0)
+
+
+def _load_label(fn: str, path: Path) -> Tensor:
+    """A palette (or greyscale) label PNG as LongTensor[H, W] of indices; 255 stays 255."""
+    with Image.open(path) as image:
+        if image.mode not in ("P", "L"):
+            raise ValueError(f"{fn}: label {path} must be a palette or greyscale PNG, got mode {image.mode!r}")
+        return torch.from_numpy(np.array(image, dtype=np.int64))
+
+
+def _shapes_split(fn: str, root, split: str) -> tuple[Path, Path]:
+    """The split directory of a complete shapes data set, or a FileNotFoundError saying how to make it."""
+    root = default_root() if root is None else Path(root).expanduser()
+    check_choice(fn, "split", split, SPLITS)
+    how = f"make it with `segnotes data shapes --root {root}` or `make data` (in Python: segnotes.data.ensure_shapes)"
+    meta_file = root / "meta.json"
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"{fn}: no shapes data set at {root} ({meta_file} is missing); {how}")
+    if json.loads(meta_file.read_text(encoding="utf-8")).get("complete") is not True:
+        raise FileNotFoundError(f"{fn}: the shapes data set at {root} is incomplete (interrupted?); {how}")
+    return root, root / split
+
+
+class CocoInstances(Dataset):
+    """Instance segmentation in COCO's layout: an image folder and a COCO-format JSON file.
+
+    Works for real COCO (JPEG images, polygon or RLE masks) and for the shapes data set.
+    Masks come from pycocotools' ``annToMask``, so polygons, compressed and uncompressed RLE
+    all work.
+
+    Args:
+        image_dir: folder that the images' ``file_name`` entries are relative to.
+        ann_file: the COCO-format JSON file.
+        transforms: optional ``transforms(image, target) -> (image, target)``.
+        include_crowd: keep ``iscrowd=1`` annotations (default: drop them, as training does).
+
+    Item ``(image, target)``:
+        image (FloatTensor[3, H, W]): RGB in [0, 1].
+        target (dict): ``boxes`` (Tensor[N, 4], float32, x1 y1 x2 y2 in pixels),
+        ``labels`` (Tensor[N], int64, category ids), ``masks`` (Tensor[N, H, W], uint8 0/1),
+        ``image_id`` (Tensor[], int64), ``area`` (Tensor[N], float32, the annotation's area),
+        ``iscrowd`` (Tensor[N], int64). Images without annotations give N = 0.
+        Annotations whose box has no width or height are dropped (detection losses reject them).
+    """
+
+    def __init__(self, image_dir, ann_file, transforms=None, include_crowd: bool = False):
+        fn = type(self).__name__
+        self.image_dir, self.ann_file = Path(image_dir), Path(ann_file)
+        if not self.ann_file.is_file():
+            raise FileNotFoundError(f"{fn}: annotation file {self.ann_file} not found")
+        if not self.image_dir.is_dir():
+            raise FileNotFoundError(f"{fn}: image folder {self.image_dir} not found")
+        if transforms is not None and not callable(transforms):
+            raise TypeError(f"{fn}: transforms must be callable or None, got {describe(transforms)}")
+        if not isinstance(include_crowd, bool):
+            raise TypeError(f"{fn}: include_crowd must be a bool, got {describe(include_crowd)}")
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            self.coco = COCO(str(self.ann_file))
+        self.ids = sorted(self.coco.imgs)
+        self.transforms = transforms
+        self.include_crowd = include_crowd
+
+    @property
+    def categories(self) -> list[dict]:
+        """The COCO category dicts, sorted by id."""
+        return self.coco.loadCats(sorted(self.coco.getCatIds()))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict]:
+        image, target = self._load(index)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+    def _load(self, index: int) -> tuple[Tensor, dict]:
+        image_id = self.ids[index]
+        info = self.coco.imgs[image_id]
+        image = _load_rgb(self.image_dir / info["file_name"])
+        height, width = image.shape[1:]
+        annotations = [
+            a
+            for a in self.coco.imgToAnns.get(image_id, [])
+            if (self.include_crowd or not a.get("iscrowd", 0)) and a["bbox"][2] > 0 and a["bbox"][3] > 0
+        ]
+        masks = np.zeros((len(annotations), height, width), np.uint8)
+        for k, annotation in enumerate(annotations):
+            masks[k] = self.coco.annToMask(annotation)
+        boxes = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]  # x, y, w, h -> x1, y1, x2, y2
+        target = dict(
+            boxes=boxes,
+            labels=torch.tensor([a["category_id"] for a in annotations], dtype=torch.int64),
+            masks=torch.from_numpy(masks),
+            image_id=torch.tensor(image_id, dtype=torch.int64),
+            area=torch.tensor([a["area"] for a in annotations], dtype=torch.float32),
+            iscrowd=torch.tensor([a.get("iscrowd", 0) for a in annotations], dtype=torch.int64),
+        )
+        return image, target
+
+
+class ShapesInstances(CocoInstances):
+    """The shapes data set as instance segmentation (see :class:`CocoInstances` for items).
+
+    For partially supervised training (*Learning to Segment Every Thing*), ``partial``
+    withholds one group's masks: ``partial="B"`` keeps boxes and labels for every instance
+    but zeroes the masks of group B's categories, so masks come from group A only. Every
+    target has ``mask_valid`` (BoolTensor[N]): False where the mask was withheld.
+
+    Args:
+        root: the data set's folder (default: :func:`segnotes.data.default_root`).
+        split: ``"train"`` or ``"val"``.
+        partial: None, ``"A"`` or ``"B"``: the group whose masks are withheld.
+        transforms: optional ``transforms(image, target) -> (image, target)``.
+        include_crowd: keep the ``iscrowd=1`` annotations.
+    """
+
+    def __init__(self, root=None, split: str = "train", partial: str | None = None, transforms=None,
+                 include_crowd: bool = False):
+        fn = type(self).__name__
+        root, split_dir = _shapes_split(fn, root, split)
+        check_choice(fn, "partial", partial, (None, *GROUPS))
+        super().__init__(split_dir, split_dir / "instances.json", transforms=transforms, include_crowd=include_crowd)
+        self.root, self.split, self.partial = root, split, partial
+        self._withheld = torch.tensor(GROUPS[partial] if partial else (), dtype=torch.int64)
+
+    def _load(self, index: int) -> tuple[Tensor, dict]:
+        image, target = super()._load(index)
+        valid = ~torch.isin(target["labels"], self._withheld)
+        target["masks"][~valid] = 0
+        target["mask_valid"] = valid
+        return image, target
+
+
+class ShapesSemantic(Dataset):
+    """The shapes data set as semantic segmentation, from its label PNGs.
+
+    Args:
+        root: the data set's folder (default: :func:`segnotes.data.default_root`).
+        split: ``"train"`` or ``"val"``.
+        transforms: optional ``transforms(image, label) -> (image, label)``.
+
+    Item ``(image, label)``:
+        image (FloatTensor[3, H, W]): RGB in [0, 1].
+        label (LongTensor[H, W]): 0 background, 1..9 categories, 255 void (ignore).
+    """
+
+    def __init__(self, root=None, split: str = "train", transforms=None):
+        fn = type(self).__name__
+        self.root, split_dir = _shapes_split(fn, root, split)
+        if transforms is not None and not callable(transforms):
+            raise TypeError(f"{fn}: transforms must be callable or None, got {describe(transforms)}")
+        self.split, self.transforms = split, transforms
+        self.images = sorted((split_dir / "images").glob("*.png"))
+        self.labels = [split_dir / "labels" / path.name for path in self.images]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image = _load_rgb(self.images[index])
+        label = _load_label(type(self).__name__, self.labels[index])
+        if self.transforms is not None:
+            image, label = self.transforms(image, label)
+        return image, label
+
+
+class VOCSemantic(VOCSegmentation):
+    """PASCAL VOC semantic segmentation as tensors: torchvision's ``VOCSegmentation`` without download.
+
+    Expects the real layout ``root/VOCdevkit/VOC2012/{JPEGImages, SegmentationClass,
+    ImageSets/Segmentation}`` (get it with ``torchvision.datasets.VOCSegmentation(root,
+    download=True)``).
+
+    Args:
+        root: the folder holding ``VOCdevkit``.
+        image_set: ``"train"``, ``"val"`` or ``"trainval"``.
+        year: ``"2007"`` to ``"2012"``.
+        transforms: optional ``transforms(image, label) -> (image, label)`` on tensors.
+
+    Item ``(image, label)``:
+        image (FloatTensor[3, H, W]): RGB in [0, 1].
+        label (LongTensor[H, W]): 0 background, 1..20 classes, 255 void (kept as ignore).
+    """
+
+    def __init__(self, root, image_set: str = "train", year: str = "2012", transforms=None):
+        fn = type(self).__name__
+        if not isinstance(root, (str, os.PathLike)):
+            raise TypeError(f"{fn}: root must be a str or os.PathLike, got {describe(root)}")
+        if transforms is not None and not callable(transforms):
+            raise TypeError(f"{fn}: transforms must be callable or None, got {describe(transforms)}")
+        try:
+            super().__init__(root, year=year, image_set=image_set, download=False)
+        except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"
+            voc_root = Path(root) / DATASET_YEAR_DICT[year]["base_dir"]
+            raise FileNotFoundError(
+                f"{fn}: no VOC{year} at {voc_root}; download it with "
+                f"`torchvision.datasets.VOCSegmentation({str(root)!r}, year={year!r}, download=True)`"
+            ) from error
+        self.transforms = transforms  # ours run on tensors, after loading
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image = _load_rgb(Path(self.images[index]))
+        label = _load_label(type(self).__name__, Path(self.masks[index]))
+        if self.transforms is not None:
+            image, label = self.transforms(image, label)
+        return image, label

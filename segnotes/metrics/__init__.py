@@ -1,0 +1,32 @@
+"""Metrics: the confusion matrix and the FCN paper's four scores, mask and box IoU, COCO AP.
+
+- :mod:`.confusion`: :func:`confusion_matrix`, :class:`ConfusionMatrix`, :func:`segmentation_scores`
+  (pixel accuracy, mean accuracy, mean IU, frequency weighted IU).
+- :mod:`.iou`: :func:`mask_iou`, :func:`box_iou`.
+- :mod:`.coco`: :func:`average_precision` (COCO AP written out with NumPy), :func:`coco_evaluate`
+  (the same numbers from pycocotools' COCOeval), :func:`detections_from_predictions`.
+"""
+from .coco import (
+    COCO_AREA_RANGES,
+    IOU_THRESHOLDS,
+    RECALL_THRESHOLDS,
+    average_precision,
+    coco_evaluate,
+    detections_from_predictions,
+)
+from .confusion import ConfusionMatrix, confusion_matrix, segmentation_scores
+from .iou import box_iou, mask_iou
+
+__all__ = [
+    "confusion_matrix",
+    "ConfusionMatrix",
+    "segmentation_scores",
+    "mask_iou",
+    "box_iou",
+    "average_precision",
+    "coco_evaluate",
+    "detections_from_predictions",
+    "COCO_AREA_RANGES",
+    "IOU_THRESHOLDS",
+    "RECALL_THRESHOLDS",
+]
