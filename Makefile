@@ -18,13 +18,14 @@ export OMP_NUM_THREADS ?= 2
 export MPLBACKEND ?= Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: help setup data book test pytest nbval notebooks bench lab clean vendor-js
+.PHONY: help setup data book test pytest nbval notebooks checkpoints bench lab clean vendor-js
 
 help:
 	@echo "make book      set up, generate data, execute every chapter, build _build/html"
 	@echo "make test      set up, generate data, pytest tests/ and pytest --nbval on every chapter"
 	@echo "make data      generate and verify the shapes data set in $(DATA_ROOT)"
 	@echo "make notebooks re-execute the chapters in place (refreshes their stored outputs)"
+	@echo "make checkpoints retrain the models the chapters load (hours on a CPU; resumable)"
 	@echo "make bench     run benchmarks/ and write benchmarks/results/table.md"
 	@echo "make lab       open the book in JupyterLab"
 	@echo "make clean     remove the build, the generated data and caches (keeps .venv)"
@@ -64,6 +65,10 @@ nbval: $(DATA_STAMP)
 notebooks: $(DATA_STAMP)
 	@for nb in $(NOTEBOOKS); do echo "executing $$nb"; \
 	  $(VENV)/bin/jupyter execute --inplace --kernel_name python3 $$nb; done
+
+# Resumable: an interrupted run continues from the last checkpoint; finished ones are kept.
+checkpoints: $(DATA_STAMP)
+	$(PY) -m segnotes.experiments all --out data/checkpoints
 
 bench: $(DATA_STAMP)
 	$(PY) benchmarks/run.py

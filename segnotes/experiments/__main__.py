@@ -1,0 +1,74 @@
+"""Train the checkpoints the chapters load: ``python -m segnotes.experiments {all,fcn} --out DIR``.
+
+Runs everything not yet done, resumably: each run checkpoints every few minutes, an interrupted
+run resumes where it stopped, and finished runs are skipped. Each training process uses one
+torch thread (the result depends on the thread count) and fixed seeds; ``--jobs 2`` trains two
+independent runs at once.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .fcn import FCNRecipe, fcn_runs, is_done, run_all
+
+__all__ = ["main", "build_parser"]
+
+CHAPTERS = ("fcn",)  # later chapters add their experiments here
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m segnotes.experiments",
+        description="Train the checkpoints the book's chapters load (resumable; finished runs are skipped).",
+    )
+    parser.add_argument("chapter", choices=("all",) + CHAPTERS, help="'all' or one chapter's experiments")
+    parser.add_argument("--out", type=Path, default=Path("data/checkpoints"), help="checkpoint root (default data/checkpoints)")
+    parser.add_argument("--jobs", type=_positive_int, default=1, help="runs trained at once, one process each (default 1)")
+    parser.add_argument("--threads", type=_positive_int, default=1, help="torch threads per process (default 1; results depend on it)")
+    parser.add_argument("--device", default="cpu", help="'cpu' (default), 'cuda', 'cuda:1' or 'auto'")
+    parser.add_argument("--data-root", type=Path, default=None, help="shapes data set folder (default: segnotes.data.default_root())")
+    parser.add_argument("--list", action="store_true", help="list the runs and whether they are done, then exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    device = args.device
+    if device == "auto":
+        from ..utils import get_device
+
+        device = str(get_device("auto"))
+    import torch
+
+    torch.set_num_threads(args.threads)  # for --jobs 1, which trains in this process
+    chapters = CHAPTERS if args.chapter == "all" else (args.chapter,)
+    for chapter in chapters:
+        recipe = FCNRecipe()
+        runs = fcn_runs(recipe)
+        if args.list:
+            for spec in runs:
+                print(f"{'done' if is_done(args.out, spec.name) else 'todo'}  {spec.name}")
+            continue
+        start = time.perf_counter()
+        log = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {chapter}: {text}", flush=True)
+        trained = run_all(runs, recipe, args.out, jobs=args.jobs, data_root=args.data_root, device=device,
+                          threads=args.threads, log=log)
+        log(f"{len(trained)} runs trained, {len(runs) - len(trained)} already done, {(time.perf_counter() - start) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,656 @@
+"""The FCN chapter's experiments: staged FCN-32s -> 16s -> 8s training, controls and ablations.
+
+Long, Shelhamer and Darrell (CVPR 2015) train FCN-32s first, then FCN-16s initialised from it,
+then FCN-8s from FCN-16s (section 4.2). A finer net gets more training in total than the 32s it
+started from, so a gain could come from the extra steps rather than from the skip. Each stage
+therefore has a *control*: the 32s net trained for the same extra steps with the same schedule.
+Per seed (``FCNRecipe.seeds``) the runs are::
+
+    fcn32s_s{seed}                      FCN-32s from scratch, base_epochs, warmup + poly decay
+    ├── fcn16s_s{seed}                  FCN-16s from it, stage_epochs
+    │   └── fcn8s_s{seed}               FCN-8s from that, stage_epochs
+    └── fcn32s_ctl16_s{seed}            FCN-32s continued for stage_epochs      (control of 16s)
+        └── fcn32s_ctl8_s{seed}         ... and stage_epochs more              (control of 8s)
+
+plus three experiments on the first seed: ``fcn8s_scratch``, FCN-8s trained from scratch for as
+long as the whole staged chain; ``patch_p{fraction}``, FCN-8s trained like ``fcn8s_scratch``
+but with the loss sampled on a random ``fraction`` of the 32 x 32 blocks (the paper's
+"patchwise training is loss sampling", section 3.4), and ``fcn16s_fixedup``, FCN-16s with its 2x
+upsampling frozen at bilinear (the paper's repository: "no significant difference").
+
+Each run is deterministic for a fixed thread count (the CLI uses one thread per process: the
+order of float reductions depends on it) and resumable: it checkpoints every
+``checkpoint_every`` steps to ``<name>.partial.pt``, and when it finishes writes ``<name>.pt``
+(model weights in float16, the history and the final validation scores) and deletes the partial
+file. A finished run is skipped. The final scores are computed with the float16 weights the file
+holds, so a loaded checkpoint reproduces them; the float32 scores are stored beside them.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from .._checks import check_int, check_tensor, describe
+from ..engine import TrainConfig, Trainer, load_checkpoint, save_checkpoint, semantic_loss
+from ..metrics import ConfusionMatrix
+from ..models import FCN, fcn
+
+__all__ = [
+    "FCNRecipe",
+    "RunSpec",
+    "InMemorySegmentation",
+    "fcn_runs",
+    "boundary_band",
+    "evaluate_fcn",
+    "sampled_semantic_step",
+    "checkpoint_root",
+    "run_path",
+    "is_done",
+    "load_run",
+    "load_run_model",
+    "train_run",
+    "run_all",
+]
+
+
+@dataclass(frozen=True)
+class FCNRecipe:
+    """Settings shared by all FCN runs (the defaults are what ``make checkpoints`` trains).
+
+    Attributes:
+        backbone: ``"vgg_small"`` (default) or ``"vgg16"``.
+        num_classes: K, background included (shapes: 10).
+        seeds: one staged chain and its controls per seed.
+        batch_size: images per SGD step.
+        base_epochs: epochs of the FCN-32s base run.
+        stage_epochs: epochs of each later stage (16s, 8s) and of each control.
+        base_lr, stage_lr: SGD learning rates (momentum ``momentum``) of the base run and the stages.
+        weight_decay: L2 penalty on the weights.
+        warmup_steps: linear warmup of the base run (the stages start from a trained net: none).
+        power: exponent of the poly decay ``(1 - t) ** power`` used by every run.
+        flip: random horizontal flips (the categories are mirror symmetric).
+        train_images, val_images: use only the first so many images (None: all); tiny recipes for tests.
+        monitor_images: validation images evaluated after each epoch, for the learning curves.
+        boundary_widths: widths d of the boundary bands of :func:`evaluate_fcn`.
+        patch_fraction: fraction of stride-32 cells kept by the loss-sampling experiment (None: no experiment).
+        patch_epochs: epochs of that experiment (it follows the from-scratch FCN-8s's schedule, then stops).
+        fixed_upsampling: run the fixed-vs-learned 2x upsampling experiment.
+        scratch_fcn8s: train an FCN-8s from scratch for as many epochs as the staged chain (base + 2 stages).
+        checkpoint_every: optimizer steps between resumable checkpoints.
+    """
+
+    backbone: str = "vgg_small"
+    num_classes: int = 10
+    seeds: tuple[int, ...] = (0, 1, 2)
+    batch_size: int = 8
+    base_epochs: int = 6
+    stage_epochs: int = 3
+    base_lr: float = 0.05
+    stage_lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    power: float = 0.9
+    flip: bool = True
+    train_images: int | None = None
+    val_images: int | None = None
+    monitor_images: int = 100
+    boundary_widths: tuple[int, ...] = (1, 2, 4, 8)
+    patch_fraction: float | None = 0.25
+    patch_epochs: int = 4
+    fixed_upsampling: bool = True
+    scratch_fcn8s: bool = True
+    checkpoint_every: int = 250
+
+    def __post_init__(self) -> None:
+        fn = "FCNRecipe"
+        for name in ("num_classes", "batch_size", "base_epochs", "stage_epochs", "monitor_images", "checkpoint_every"):
+            check_int(fn, name, getattr(self, name), minimum=1)
+        check_int(fn, "warmup_steps", self.warmup_steps, minimum=0)
+        if not self.seeds:
+            raise ValueError(f"{fn}: seeds must hold at least one seed, got {self.seeds!r}")
+        for seed in self.seeds:
+            check_int(fn, "seeds[i]", seed, minimum=0)
+        for name in ("train_images", "val_images"):
+            if getattr(self, name) is not None:
+                check_int(fn, name, getattr(self, name), minimum=1)
+        for width in self.boundary_widths:
+            check_int(fn, "boundary_widths[i]", width, minimum=1)
+        if self.patch_fraction is not None and not (0 < self.patch_fraction < 1):
+            raise ValueError(f"{fn}: patch_fraction must be in (0, 1) or None, got {self.patch_fraction!r}")
+        object.__setattr__(self, "seeds", tuple(self.seeds))
+        object.__setattr__(self, "boundary_widths", tuple(self.boundary_widths))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run.
+
+    Attributes:
+        name: file stem of its checkpoint, e.g. ``"fcn16s_s0"``.
+        variant: ``"fcn32s"``, ``"fcn16s"`` or ``"fcn8s"``.
+        seed: seeds the initialisation, the data order, dropout and flips.
+        epochs: length of the schedule (warmup, then poly decay to 0 at the last step).
+        lr: base learning rate.
+        warmup_steps: linear warmup.
+        parent: run whose weights initialise this one (None: from scratch).
+        group: ``"staged"``, ``"control"``, ``"scratch"``, ``"patch"`` or ``"upsampling"``, for the chapter's tables.
+        loss_fraction: fraction of stride-32 cells that enter the loss (1: whole-image training).
+        stop_epoch: stop after this many epochs of the ``epochs``-long schedule (None: all).
+        learn_upsampling: train the 2x upsampling layers (False: frozen at bilinear).
+        keep_weights: store the weights in the finished checkpoint (False: scores and history only).
+    """
+
+    name: str
+    variant: str
+    seed: int
+    epochs: int
+    lr: float
+    warmup_steps: int = 0
+    parent: str | None = None
+    group: str = "staged"
+    loss_fraction: float = 1.0
+    stop_epoch: int | None = None
+    learn_upsampling: bool = True
+    keep_weights: bool = True
+
+
+def fcn_runs(recipe: FCNRecipe | None = None) -> list[RunSpec]:
+    """The runs of the FCN chapter, parents before children, longest first.
+
+    Args:
+        recipe (FCNRecipe): settings; default ``FCNRecipe()``.
+
+    Returns:
+        list of RunSpec: per seed ``fcn32s_s{seed}``, ``fcn16s_s{seed}``, ``fcn8s_s{seed}``,
+        ``fcn32s_ctl16_s{seed}``, ``fcn32s_ctl8_s{seed}``; then the experiments on the first seed.
+    """
+    recipe = FCNRecipe() if recipe is None else recipe
+    if not isinstance(recipe, FCNRecipe):
+        raise TypeError(f"fcn_runs: recipe must be an FCNRecipe, got {describe(recipe)}")
+    r = recipe
+    base = [
+        RunSpec(f"fcn32s_s{s}", "fcn32s", s, r.base_epochs, r.base_lr, r.warmup_steps) for s in r.seeds
+    ]
+    stages = []
+    for s in r.seeds:
+        stage = functools.partial(RunSpec, seed=s, epochs=r.stage_epochs, lr=r.stage_lr)
+        stages += [
+            stage(f"fcn16s_s{s}", "fcn16s", parent=f"fcn32s_s{s}"),
+            stage(f"fcn32s_ctl16_s{s}", "fcn32s", parent=f"fcn32s_s{s}", group="control"),
+            stage(f"fcn8s_s{s}", "fcn8s", parent=f"fcn16s_s{s}"),
+            # The last control has no child: its scores and history are all the chapter needs.
+            stage(f"fcn32s_ctl8_s{s}", "fcn32s", parent=f"fcn32s_ctl16_s{s}", group="control", keep_weights=False),
+        ]
+    first = r.seeds[0]
+    extra = []
+    if r.scratch_fcn8s:
+        extra.append(
+            RunSpec(
+                f"fcn8s_scratch_s{first}", "fcn8s", first, r.base_epochs + 2 * r.stage_epochs, r.base_lr,
+                r.warmup_steps, group="scratch", keep_weights=False,
+            )
+        )
+    if r.patch_fraction is not None:
+        # Same settings as the from-scratch FCN-8s (whose first epochs are the whole-image curve),
+        # with the loss on a random patch_fraction of the 32 x 32 blocks.
+        epochs = r.base_epochs + 2 * r.stage_epochs
+        extra.append(
+            RunSpec(
+                f"patch_p{r.patch_fraction:g}_s{first}", "fcn8s", first, epochs, r.base_lr, r.warmup_steps,
+                group="patch", loss_fraction=r.patch_fraction, stop_epoch=min(r.patch_epochs, epochs),
+                keep_weights=False,
+            )
+        )
+    if r.fixed_upsampling:
+        extra.append(
+            RunSpec(
+                f"fcn16s_fixedup_s{first}", "fcn16s", first, r.stage_epochs, r.stage_lr, parent=f"fcn32s_s{first}",
+                group="upsampling", learn_upsampling=False, keep_weights=False,
+            )
+        )
+    # The from-scratch FCN-8s is as long as a base run plus two stages: start it early.
+    scratch = [spec for spec in extra if spec.group == "scratch"]
+    return base + scratch + stages + [spec for spec in extra if spec.group != "scratch"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+class InMemorySegmentation(Dataset):
+    """A semantic segmentation data set decoded once and held as uint8 tensors.
+
+    Decoding 2000 PNGs each epoch would cost as much as a tenth of the training on one CPU thread;
+    uint8 keeps the 2000 shapes images in 100 MB.
+
+    Args:
+        dataset: yields ``(image FloatTensor[3, H, W] in [0, 1], label LongTensor[H, W])`` of
+            one size (e.g. :class:`segnotes.data.ShapesSemantic`).
+        limit (int): keep the first ``limit`` items (None: all).
+        flip (bool): mirror image and label left-right with probability 1/2, drawn from the
+            global torch generator (which :class:`~segnotes.engine.Trainer` seeds and restores).
+
+    Item ``(image FloatTensor[3, H, W] in [0, 1], label LongTensor[H, W])``.
+    """
+
+    def __init__(self, dataset: Dataset, limit: int | None = None, flip: bool = False) -> None:
+        n = len(dataset) if limit is None else min(limit, len(dataset))
+        if n == 0:
+            raise ValueError(f"InMemorySegmentation: dataset must not be empty, got {describe(dataset)}")
+        images, labels = zip(*(dataset[i] for i in range(n)))
+        self.images = torch.stack([(img * 255).round().to(torch.uint8) for img in images])  # (N, 3, H, W)
+        self.labels = torch.stack([lab.to(torch.uint8) for lab in labels])  # (N, H, W), 255 = void
+        self.flip = flip
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image = self.images[index].float() / 255
+        label = self.labels[index].long()
+        if self.flip and torch.rand(()) < 0.5:
+            image, label = image.flip(-1), label.flip(-1)
+        return image, label
+
+
+def _load_data(recipe: FCNRecipe, data_root) -> tuple[Dataset, Dataset]:
+    from ..data import ShapesSemantic
+
+    train = InMemorySegmentation(ShapesSemantic(data_root, "train"), recipe.train_images, flip=recipe.flip)
+    val = InMemorySegmentation(ShapesSemantic(data_root, "val"), recipe.val_images)
+    return train, val
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss sampling and evaluation
+
+
+def sampled_semantic_step(
+    model: nn.Module, batch, *, fraction: float, cell: int = 32, ignore_index: int = 255
+) -> tuple[Tensor, dict]:
+    """Whole-image loss restricted to a random subset of the final layer's cells (paper, section 3.4).
+
+    Patchwise training of a stride-32 net is whole-image training whose loss keeps each
+    ``cell x cell`` block of pixels with probability ``fraction`` (independently per image and
+    block); the dropped pixels get ``ignore_index``. Draws from the global torch generator.
+
+    Args:
+        model (nn.Module): returns logits Tensor[N, K, H, W].
+        batch: ``(images Tensor[N, 3, H, W], targets Tensor[N, H, W])``.
+        fraction (float): probability of keeping a cell, in (0, 1].
+        cell (int): block size in pixels (the net's output stride, 32 for FCN-32s).
+        ignore_index (int): label of pixels left out of the loss.
+
+    Returns:
+        (loss Tensor[], logs dict with ``kept``: the fraction of labelled pixels kept).
+    """
+    images, targets = batch[0], batch[1]
+    n, h, w = targets.shape
+    keep = torch.rand(n, math.ceil(h / cell), math.ceil(w / cell)) < fraction  # (N, H/cell, W/cell)
+    keep = keep.repeat_interleave(cell, 1).repeat_interleave(cell, 2)[:, :h, :w].to(targets.device)  # (N, H, W)
+    labelled = targets != ignore_index
+    sampled = torch.where(keep, targets, torch.full_like(targets, ignore_index))
+    kept = (keep & labelled).sum() / labelled.sum().clamp(min=1)
+    return semantic_loss(model(images), sampled, ignore_index), {"kept": kept}
+
+
+def boundary_band(target: Tensor, width: int) -> Tensor:
+    """Pixels within ``width`` pixels (chessboard distance) of a label boundary.
+
+    A pixel is on a boundary when one of its 4 neighbours has another label; the void label (255)
+    counts as a label, so the band covers both sides of the void ring around each object.
+
+    Args:
+        target (Tensor[N, H, W], integer): labels.
+        width (int): d >= 0; 0 gives the boundary pixels themselves.
+
+    Returns:
+        BoolTensor[N, H, W]: the band.
+    """
+    fn = "boundary_band"
+    check_tensor(fn, "target", target, ndim=3, floating=False)
+    check_int(fn, "width", width, minimum=0)
+    edge = torch.zeros_like(target, dtype=torch.bool)
+    dy = target[:, 1:, :] != target[:, :-1, :]  # (N, H-1, W)
+    dx = target[:, :, 1:] != target[:, :, :-1]  # (N, H, W-1)
+    edge[:, 1:, :] |= dy
+    edge[:, :-1, :] |= dy
+    edge[:, :, 1:] |= dx
+    edge[:, :, :-1] |= dx
+    if width == 0:
+        return edge
+    # Dilation by a (2d+1) x (2d+1) square: max pooling of the 0/1 map.
+    band = F.max_pool2d(edge[:, None].float(), 2 * width + 1, stride=1, padding=width)
+    return band[:, 0] > 0
+
+
+def evaluate_fcn(
+    model: nn.Module,
+    dataset: Dataset,
+    num_classes: int,
+    *,
+    boundary_widths: Sequence[int] = (),
+    batch_size: int = 16,
+    device: torch.device | str | None = None,
+    ignore_index: int = 255,
+) -> dict:
+    """The paper's four scores on a data set, overall and within boundary bands.
+
+    Args:
+        model (nn.Module): returns logits Tensor[N, K, H, W].
+        dataset (Dataset): ``(image Tensor[3, H, W], label Tensor[H, W])``, read in order.
+        num_classes (int): K.
+        boundary_widths (sequence of int): for each d, the scores restricted to
+            :func:`boundary_band` ``(label, d)``.
+        batch_size (int): images per forward pass.
+        device: where to run (default: the model's device).
+        ignore_index (int): label left out.
+
+    Returns:
+        dict: ``pixel_accuracy``, ``mean_accuracy``, ``mean_iu``, ``frequency_weighted_iu`` (floats),
+        ``iu`` and ``accuracy`` (lists of K floats, NaN for absent classes), and ``boundary``:
+        ``{d: the same dict for the band of width d}`` (keys are str(d)).
+    """
+    fn = "evaluate_fcn"
+    check_int(fn, "num_classes", num_classes, minimum=1)
+    check_int(fn, "batch_size", batch_size, minimum=1)
+    for width in boundary_widths:
+        check_int(fn, "boundary_widths[i]", width, minimum=0)
+    if device is None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+    device = torch.device(device)
+    overall = ConfusionMatrix(num_classes, ignore_index).to(device)
+    bands = {w: ConfusionMatrix(num_classes, ignore_index).to(device) for w in boundary_widths}
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator())
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for images, targets in loader:
+                targets = targets.to(device)
+                pred = model(images.to(device)).argmax(1)  # (N, H, W)
+                overall.update(pred, targets)
+                for width, matrix in bands.items():
+                    in_band = boundary_band(targets, width)
+                    matrix.update(pred, torch.where(in_band, targets, torch.full_like(targets, ignore_index)))
+    finally:
+        model.train(was_training)
+    scores = _plain_scores(overall.compute())
+    scores["boundary"] = {str(w): _plain_scores(m.compute()) for w, m in bands.items()}
+    return scores
+
+
+def _plain_scores(scores: Mapping) -> dict:
+    return {k: (v.tolist() if isinstance(v, Tensor) else float(v)) for k, v in scores.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Running
+
+
+def checkpoint_root() -> Path:
+    """Where the book's checkpoints live: ``$SEGNOTES_CHECKPOINTS`` if set, else ``<repo>/data/checkpoints``.
+
+    (``make checkpoints`` writes there; the chapters read from there.)
+    """
+    if os.environ.get("SEGNOTES_CHECKPOINTS"):
+        return Path(os.environ["SEGNOTES_CHECKPOINTS"]).expanduser()
+    return Path(__file__).resolve().parents[2] / "data" / "checkpoints"
+
+
+def run_path(out: str | Path, name: str) -> Path:
+    """Where the finished checkpoint of run ``name`` lives: ``<out>/fcn/<name>.pt``."""
+    return Path(out) / "fcn" / f"{name}.pt"
+
+
+def _partial_path(out, name: str) -> Path:
+    return Path(out) / "fcn" / f"{name}.partial.pt"
+
+
+def is_done(out: str | Path, name: str) -> bool:
+    """Whether run ``name`` has a finished checkpoint under ``out``."""
+    return run_path(out, name).is_file()
+
+
+def load_run(out: str | Path, name: str) -> dict:
+    """A finished run's checkpoint: ``meta`` (spec, recipe, scores), ``history`` and ``model`` (float32, or None)."""
+    state = load_checkpoint(run_path(out, name), expect={"run": name, "done": True})
+    state.setdefault("model", None)
+    return state
+
+
+def load_run_model(out: str | Path, name: str, device: torch.device | str = "cpu") -> FCN:
+    """The trained model of a finished run, in eval mode.
+
+    Raises:
+        ValueError: the run was saved without weights (``keep_weights=False``).
+    """
+    state = load_run(out, name)
+    if state["model"] is None:
+        raise ValueError(f"load_run_model: run {name!r} was saved without weights (keep_weights=False)")
+    meta = state["meta"]
+    model = fcn(meta["variant"], meta["num_classes"], meta["backbone_name"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+def _build_model(spec: RunSpec, recipe: FCNRecipe, out) -> FCN:
+    """The run's initial model: seeded random init, or its parent's weights (staged init)."""
+    if spec.parent is None:
+        # Seed the initialisation without touching the caller's global generator.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            return fcn(spec.variant, recipe.num_classes, recipe.backbone)
+    if not is_done(out, spec.parent):
+        raise RuntimeError(f"train_run: run {spec.name!r} needs its parent {spec.parent!r}, which has not finished")
+    parent = load_run_model(out, spec.parent)
+    parent.train()
+    if spec.variant == parent.variant:  # a control: the same net, trained on
+        return copy.deepcopy(parent)
+    return FCN.from_parent(parent, spec.variant)
+
+
+def _freeze_upsampling(model: FCN) -> None:
+    for name in ("upscore2", "upscore_pool4"):
+        layer = getattr(model, name, None)
+        if layer is not None:
+            layer.weight.requires_grad_(False)
+
+
+def train_run(
+    spec: RunSpec,
+    recipe: FCNRecipe,
+    out: str | Path,
+    *,
+    data_root=None,
+    data: tuple[Dataset, Dataset] | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    stop_at_step: int | None = None,
+) -> dict | None:
+    """Train one run (or resume it, or skip it when finished) and write its checkpoint.
+
+    Args:
+        spec (RunSpec): the run.
+        recipe (FCNRecipe): shared settings.
+        out: checkpoint root; files go to ``<out>/fcn/``.
+        data_root: the shapes data set's folder (default :func:`segnotes.data.default_root`).
+        data: ``(train, val)`` data sets instead of loading the shapes set (tests).
+        device: where to train.
+        progress (bool): tqdm bars.
+        stop_at_step (int): interrupt after this many steps (tests); the partial checkpoint stays.
+
+    Returns:
+        dict: the finished run's ``meta``; None when interrupted by ``stop_at_step``.
+    """
+    fn = "train_run"
+    if not isinstance(spec, RunSpec):
+        raise TypeError(f"{fn}: spec must be a RunSpec, got {describe(spec)}")
+    if not isinstance(recipe, FCNRecipe):
+        raise TypeError(f"{fn}: recipe must be an FCNRecipe, got {describe(recipe)}")
+    if is_done(out, spec.name):
+        return load_run(out, spec.name)["meta"]
+    train_set, val_set = data if data is not None else _load_data(recipe, data_root)
+    model = _build_model(spec, recipe, out)
+    if not spec.learn_upsampling:
+        _freeze_upsampling(model)
+    config = TrainConfig(
+        epochs=spec.epochs, batch_size=recipe.batch_size, optimizer="sgd", lr=spec.lr, momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay, schedule="poly", power=recipe.power, warmup_steps=spec.warmup_steps,
+        amp=False, seed=spec.seed, num_workers=0, eval_every=1, checkpoint_every=recipe.checkpoint_every,
+    )
+    monitor = torch.utils.data.Subset(val_set, range(min(recipe.monitor_images, len(val_set))))
+    step_fn = None
+    if spec.loss_fraction < 1:
+        step_fn = functools.partial(sampled_semantic_step, fraction=spec.loss_fraction, cell=32)
+    trainer = Trainer(
+        model, train_set, config, device=device, checkpoint_path=_partial_path(out, spec.name),
+        meta={"run": spec.name}, step_fn=step_fn, progress=progress,
+        eval_fn=lambda m: evaluate_fcn(m, monitor, recipe.num_classes, batch_size=16),
+    )
+    stop = stop_at_step
+    if spec.stop_epoch is not None:
+        end = spec.stop_epoch * trainer.steps_per_epoch
+        stop = end if stop is None else min(stop, end)
+    trainer.fit(resume=True, stop_at_step=stop)
+    if stop_at_step is not None and trainer.step >= stop_at_step and not _finished(trainer, spec):
+        return None
+    return _finish(trainer, spec, recipe, out, val_set)
+
+
+def _finished(trainer: Trainer, spec: RunSpec) -> bool:
+    if spec.stop_epoch is not None:
+        return trainer.step >= spec.stop_epoch * trainer.steps_per_epoch
+    return trainer.epoch >= trainer.config.epochs
+
+
+def _finish(trainer: Trainer, spec: RunSpec, recipe: FCNRecipe, out, val_set: Dataset) -> dict:
+    """Score the float32 and the float16-stored weights on the whole val set; write ``<name>.pt``."""
+    model = trainer.model
+    start = time.perf_counter()
+    scores_float32 = evaluate_fcn(model, val_set, recipe.num_classes, boundary_widths=recipe.boundary_widths)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # What the committed file will hold: float16 weights, back in float32 when loaded.
+    stored = {k: v.half().float() if v.dtype == torch.float32 else v for k, v in state.items()}
+    model.load_state_dict(stored)
+    scores = evaluate_fcn(model, val_set, recipe.num_classes, boundary_widths=recipe.boundary_widths)
+    meta = {
+        **trainer.meta,
+        "done": True,
+        "spec": dataclasses.asdict(spec),
+        "recipe": dataclasses.asdict(recipe),
+        "steps": trainer.step,
+        "train_seconds": trainer.seconds,
+        "eval_seconds": time.perf_counter() - start,
+        "threads": torch.get_num_threads(),
+        "scores": scores,
+        "scores_float32": scores_float32,
+        "torch_version": str(torch.__version__),
+    }
+    path = run_path(out, spec.name)
+    if spec.keep_weights:
+        save_checkpoint(path, half=True, model=state, meta=meta, history=trainer.history)
+    else:
+        save_checkpoint(path, meta=meta, history=trainer.history)
+    partial = _partial_path(out, spec.name)
+    if partial.exists():
+        partial.unlink()
+    return meta
+
+
+# ----------------------------------------------------------------------------------------------
+# Many runs, in dependency order, in parallel processes
+
+
+def _worker(spec: RunSpec, recipe: FCNRecipe, out: str, data_root, device: str, threads: int) -> tuple[str, float]:
+    # One thread per process: the order of float reductions, and so the result, depends on it.
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    train_run(spec, recipe, out, data_root=data_root, device=device)
+    return spec.name, time.perf_counter() - start
+
+
+def run_all(
+    runs: Sequence[RunSpec],
+    recipe: FCNRecipe,
+    out: str | Path,
+    *,
+    jobs: int = 1,
+    data_root=None,
+    device: str = "cpu",
+    threads: int = 1,
+    log: Callable[[str], None] = print,
+) -> list[str]:
+    """Train every unfinished run, at most ``jobs`` at a time.
+
+    With ``jobs=1`` the runs train one after another in this process (``threads`` is then not
+    applied: the caller's torch thread setting stays). With ``jobs > 1`` each run trains in a
+    fresh process using ``threads`` torch threads, and a run starts when its parent has finished,
+    in the order of ``runs``.
+
+    Args:
+        runs (sequence of RunSpec): e.g. :func:`fcn_runs`; a parent must precede its children.
+        recipe (FCNRecipe): shared settings.
+        out: checkpoint root.
+        jobs (int): runs trained at once.
+        data_root: the shapes data set's folder.
+        device (str): where to train.
+        threads (int): torch threads per worker process.
+        log: called with one line per started and finished run.
+
+    Returns:
+        list of str: the names of the runs trained now (finished ones are skipped).
+    """
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    check_int("run_all", "jobs", jobs, minimum=1)
+    names = {spec.name for spec in runs}
+    pending = [spec for spec in runs if not is_done(out, spec.name)]
+    for spec in runs:
+        if spec.parent is not None and spec.parent not in names and not is_done(out, spec.parent):
+            raise ValueError(f"run_all: run {spec.name!r} needs {spec.parent!r}, which is neither done nor listed")
+    trained: list[str] = []
+    if jobs == 1:  # in this process, with its thread setting: no process start-up cost
+        for spec in pending:
+            log(f"start {spec.name}")
+            start = time.perf_counter()
+            train_run(spec, recipe, out, data_root=data_root, device=device)
+            trained.append(spec.name)
+            log(f"done  {spec.name} in {(time.perf_counter() - start) / 60:.1f} min")
+        return trained
+    running: dict[cf.Future, RunSpec] = {}
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        while pending or running:
+            for spec in list(pending):
+                if len(running) >= jobs:
+                    break
+                if spec.parent is None or is_done(out, spec.parent):
+                    pending.remove(spec)
+                    log(f"start {spec.name}")
+                    future = pool.submit(_worker, spec, recipe, str(out), data_root, device, threads)
+                    running[future] = spec
+            if not running:
+                missing = sorted({s.parent for s in pending})
+                raise RuntimeError(f"run_all: runs {[s.name for s in pending]} wait for {missing}, which cannot run")
+            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                spec = running.pop(future)
+                name, seconds = future.result()  # re-raises a worker's error
+                trained.append(name)
+                log(f"done  {name} in {seconds / 60:.1f} min")
+    return trained

@@ -1,0 +1,274 @@
+import dataclasses
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from segnotes.data import generate
+from segnotes.engine import CheckpointError, evaluate_semantic, semantic_loss
+from segnotes.experiments import (
+    FCNRecipe,
+    InMemorySegmentation,
+    boundary_band,
+    evaluate_fcn,
+    fcn_runs,
+    is_done,
+    load_run,
+    load_run_model,
+    run_all,
+    run_path,
+    sampled_semantic_step,
+    train_run,
+)
+from segnotes.experiments import fcn as fcn_module
+from segnotes.models import fcn
+from segnotes.ops import bilinear_kernel
+
+# A recipe small enough for tests: 2 epochs of 2 steps, one seed.
+TINY = FCNRecipe(
+    seeds=(0,), base_epochs=2, stage_epochs=1, batch_size=2, warmup_steps=1, monitor_images=2,
+    boundary_widths=(1,), patch_epochs=1, checkpoint_every=1,
+)
+
+
+def blobs(n, size=32, seed=0):
+    """Images with one bright square (class 1 or 2 by colour) and a void ring; 10 classes nominally."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 3, size, size, generator=g) * 0.2
+    labels = torch.zeros(n, size, size, dtype=torch.int64)
+    for i in range(n):
+        y, x = torch.randint(2, size - 14, (2,), generator=g).tolist()
+        cls = 1 + i % 2
+        labels[i, y - 1 : y + 13, x - 1 : x + 13] = 255
+        labels[i, y : y + 12, x : x + 12] = cls
+        images[i, cls - 1, y : y + 12, x : x + 12] = 1.0
+    return TensorDataset(images, labels)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return InMemorySegmentation(blobs(4), flip=True), InMemorySegmentation(blobs(2, seed=1))
+
+
+def single_thread(fn):
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(old)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipe and run list
+
+
+def test_fcn_runs_staged_chain_controls_and_experiments():
+    runs = fcn_runs(dataclasses.replace(TINY, seeds=(0, 1), fixed_upsampling=True))
+    names = [r.name for r in runs]
+    assert names[:2] == ["fcn32s_s0", "fcn32s_s1"]
+    by_name = {r.name: r for r in runs}
+    assert by_name["fcn16s_s1"].parent == "fcn32s_s1"
+    assert by_name["fcn8s_s1"].parent == "fcn16s_s1"
+    assert by_name["fcn32s_ctl8_s0"].parent == "fcn32s_ctl16_s0"
+    assert by_name["fcn32s_ctl8_s0"].variant == "fcn32s" and by_name["fcn32s_ctl8_s0"].group == "control"
+    # Equal compute: each control trains as long as the stage it controls.
+    assert by_name["fcn32s_ctl16_s0"].epochs == by_name["fcn16s_s0"].epochs
+    assert by_name["patch_p0.25_s0"].loss_fraction == 0.25
+    scratch = by_name["fcn8s_scratch_s0"]  # as long as the staged chain, from random init
+    assert scratch.parent is None and scratch.epochs == TINY.base_epochs + 2 * TINY.stage_epochs
+    assert names.index("fcn8s_scratch_s0") < names.index("fcn16s_s0")
+    assert not by_name["fcn16s_fixedup_s0"].learn_upsampling
+    for i, run in enumerate(runs):  # parents come first
+        assert run.parent is None or run.parent in names[:i]
+
+
+def test_recipe_bad_input():
+    with pytest.raises(ValueError, match="FCNRecipe: seeds must hold at least one seed"):
+        FCNRecipe(seeds=())
+    with pytest.raises(ValueError, match=r"FCNRecipe: patch_fraction must be in \(0, 1\) or None, got 1.5"):
+        FCNRecipe(patch_fraction=1.5)
+    with pytest.raises(ValueError, match="FCNRecipe: base_epochs must be"):
+        FCNRecipe(base_epochs=0)
+    with pytest.raises(TypeError, match="fcn_runs: recipe must be an FCNRecipe, got dict"):
+        fcn_runs({})
+
+
+# ---------------------------------------------------------------------------------------------
+# Boundary bands, evaluation, loss sampling
+
+
+def test_boundary_band_hand_computed():
+    target = torch.zeros(1, 5, 5, dtype=torch.int64)
+    target[0, 2, 2] = 1
+    edge = boundary_band(target, 0)[0]
+    expected = torch.zeros(5, 5, dtype=torch.bool)
+    expected[2, 2] = True
+    expected[1, 2] = expected[3, 2] = expected[2, 1] = expected[2, 3] = True  # the 4 neighbours
+    assert torch.equal(edge, expected)
+    band = boundary_band(target, 1)[0]
+    assert band.sum() == 21  # the plus sign dilated by 3x3: a 5x5 square minus its 4 corners
+    assert not band[0, 0] and band[0, 1] and band[2, 0]
+    assert not boundary_band(torch.zeros(2, 4, 4, dtype=torch.int64), 3).any()
+
+
+def test_boundary_band_bad_input():
+    with pytest.raises(ValueError, match="boundary_band: target must be 3-D"):
+        boundary_band(torch.zeros(5, 5, dtype=torch.int64), 1)
+    with pytest.raises(TypeError, match="boundary_band: target must be an integer or bool tensor"):
+        boundary_band(torch.zeros(1, 5, 5), 1)
+    with pytest.raises(ValueError, match="boundary_band: width must be"):
+        boundary_band(torch.zeros(1, 5, 5, dtype=torch.int64), -1)
+
+
+def test_evaluate_fcn_matches_engine_and_restricts_to_band(data):
+    _, val = data
+    model = single_thread(lambda: _seeded_model("fcn8s"))
+    ours = evaluate_fcn(model, val, 10, boundary_widths=(1, 100))
+    reference = evaluate_semantic(model, val, 10)
+    for key in ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu"):
+        assert ours[key] == pytest.approx(reference[key])
+    # A band wider than the image covers every pixel of an image with a boundary.
+    assert ours["boundary"]["100"]["mean_iu"] == pytest.approx(ours["mean_iu"])
+    assert set(ours["boundary"]) == {"1", "100"}
+
+
+def test_sampled_step_keeps_about_fraction_and_equals_loss_at_one(data):
+    train, _ = data
+    images, labels = torch.stack([train.images[i].float() / 255 for i in range(4)]), train.labels.long()
+    model = _seeded_model("fcn32s")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        loss, logs = sampled_semantic_step(model, (images, labels), fraction=1.0)
+        assert logs["kept"] == 1
+        torch.testing.assert_close(loss, semantic_loss(model(images), labels))
+        _, logs = sampled_semantic_step(model, (images, labels), fraction=0.5, cell=4)
+    assert 0.3 < float(logs["kept"]) < 0.7
+
+
+def test_in_memory_dataset_round_trips_and_flips():
+    source = blobs(3)
+    ds = InMemorySegmentation(source, limit=2)
+    assert len(ds) == 2
+    image, label = ds[1]
+    torch.testing.assert_close(image, (source[1][0] * 255).round() / 255)
+    assert torch.equal(label, source[1][1])
+    flipping = InMemorySegmentation(source, flip=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        pairs = [flipping[0] for _ in range(8)]
+    assert any(torch.equal(lab, source[0][1].flip(-1)) for _, lab in pairs)
+    assert all(torch.equal(lab, source[0][1]) or torch.equal(lab, source[0][1].flip(-1)) for _, lab in pairs)
+    with pytest.raises(ValueError, match="InMemorySegmentation: dataset must not be empty"):
+        InMemorySegmentation(blobs(0))
+
+
+def _seeded_model(variant):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return fcn(variant, 10).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs: finish, skip, resume, stage
+
+
+def _spec(name="fcn32s_s0"):
+    return {r.name: r for r in fcn_runs(TINY)}[name]
+
+
+def test_run_finishes_stores_scores_and_skips_when_done(tmp_path, data, monkeypatch):
+    meta = single_thread(lambda: train_run(_spec(), TINY, tmp_path, data=data))
+    assert is_done(tmp_path, "fcn32s_s0")
+    assert not (tmp_path / "fcn" / "fcn32s_s0.partial.pt").exists()
+    state = load_run(tmp_path, "fcn32s_s0")
+    assert state["meta"]["steps"] == 4 and meta["steps"] == 4
+    assert [h["kind"] for h in state["history"]].count("eval") == 2
+    assert set(meta["scores"]) >= {"mean_iu", "iu", "boundary"}
+    # The stored weights are float16 and reproduce the stored scores.
+    raw = torch.load(run_path(tmp_path, "fcn32s_s0"), weights_only=True)
+    assert raw["model"]["score_fr.weight"].dtype == torch.float16
+    model = load_run_model(tmp_path, "fcn32s_s0")
+    again = evaluate_fcn(model, data[1], 10, boundary_widths=(1,))
+    assert again["mean_iu"] == pytest.approx(meta["scores"]["mean_iu"])
+    # Finished: a second call trains nothing.
+    monkeypatch.setattr(fcn_module, "Trainer", None)
+    assert train_run(_spec(), TINY, tmp_path, data=data)["steps"] == 4
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, data):
+    single_thread(lambda: train_run(_spec(), TINY, tmp_path / "straight", data=data))
+    assert single_thread(lambda: train_run(_spec(), TINY, tmp_path / "cut", data=data, stop_at_step=3)) is None
+    assert (tmp_path / "cut" / "fcn" / "fcn32s_s0.partial.pt").exists()
+    assert not is_done(tmp_path / "cut", "fcn32s_s0")
+    single_thread(lambda: train_run(_spec(), TINY, tmp_path / "cut", data=data))
+    a = load_run(tmp_path / "straight", "fcn32s_s0")
+    b = load_run(tmp_path / "cut", "fcn32s_s0")
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-3, atol=1e-3)
+    assert a["meta"]["scores"]["mean_iu"] == pytest.approx(b["meta"]["scores"]["mean_iu"])
+
+
+def test_stage_starts_from_parent_and_control_from_same_net(tmp_path, data):
+    runs = {r.name: r for r in fcn_runs(TINY)}
+    with pytest.raises(RuntimeError, match="train_run: run 'fcn16s_s0' needs its parent 'fcn32s_s0'"):
+        train_run(runs["fcn16s_s0"], TINY, tmp_path, data=data)
+    single_thread(lambda: train_run(runs["fcn32s_s0"], TINY, tmp_path, data=data))
+    parent = load_run_model(tmp_path, "fcn32s_s0")
+    child = fcn_module._build_model(runs["fcn16s_s0"], TINY, tmp_path)
+    assert child.variant == "fcn16s"
+    torch.testing.assert_close(child.backbone.stage1[0].weight, parent.backbone.stage1[0].weight)
+    assert not child.score_pool4.weight.any()  # the new skip starts at zero
+    control = fcn_module._build_model(runs["fcn32s_ctl16_s0"], TINY, tmp_path)
+    assert control.variant == "fcn32s"
+    for (k, v), w in zip(control.state_dict().items(), parent.state_dict().values()):
+        torch.testing.assert_close(v, w, msg=k)
+
+
+def test_fixed_upsampling_run_keeps_bilinear_kernel(tmp_path, data):
+    recipe = dataclasses.replace(TINY, fixed_upsampling=True)
+    runs = {r.name: r for r in fcn_runs(recipe)}
+    single_thread(lambda: train_run(runs["fcn32s_s0"], recipe, tmp_path, data=data))
+    fixed = runs["fcn16s_fixedup_s0"]
+    single_thread(lambda: train_run(fixed, recipe, tmp_path, data=data))
+    assert load_run(tmp_path, fixed.name)["model"] is None  # keep_weights=False: scores and history only
+    with pytest.raises(ValueError, match="load_run_model: run 'fcn16s_fixedup_s0' was saved without weights"):
+        load_run_model(tmp_path, fixed.name)
+    # The same run with its weights kept: the 2x kernel is still bilinear; a learned one moved.
+    for spec in (dataclasses.replace(fixed, name="frozen", keep_weights=True), runs["fcn16s_s0"]):
+        single_thread(lambda: train_run(spec, recipe, tmp_path, data=data))
+    bilinear = bilinear_kernel(1, 1, 4)  # depthwise: the same filter for each class
+    frozen = load_run(tmp_path, "frozen")["model"]["upscore2.weight"]
+    learned = load_run(tmp_path, "fcn16s_s0")["model"]["upscore2.weight"]
+    torch.testing.assert_close(frozen, bilinear.expand_as(frozen), atol=1e-3, rtol=0)
+    assert not torch.allclose(learned, frozen, atol=1e-5)
+
+
+def test_train_run_bad_input(tmp_path, data):
+    with pytest.raises(TypeError, match="train_run: spec must be a RunSpec, got str"):
+        train_run("fcn32s_s0", TINY, tmp_path, data=data)
+    with pytest.raises(TypeError, match="train_run: recipe must be an FCNRecipe, got dict"):
+        train_run(_spec(), {}, tmp_path, data=data)
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path):
+    path = run_path(tmp_path, "fcn32s_s0")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read the checkpoint"):
+        load_run(tmp_path, "fcn32s_s0")
+
+
+def test_run_all_on_shapes_trains_then_skips(tmp_path):
+    root = generate(tmp_path / "shapes", num_train=4, num_val=2, seed=0, image_size=64, workers=1, progress=False)
+    recipe = dataclasses.replace(TINY, stage_epochs=1, patch_fraction=None)
+    runs = [r for r in fcn_runs(recipe) if r.name in ("fcn32s_s0", "fcn16s_s0")]
+    lines = []
+    trained = single_thread(lambda: run_all(runs, recipe, tmp_path / "ck", data_root=root, log=lines.append))
+    assert trained == ["fcn32s_s0", "fcn16s_s0"]
+    assert lines[0] == "start fcn32s_s0"
+    assert run_all(runs, recipe, tmp_path / "ck", data_root=root, log=lines.append) == []
+    with pytest.raises(ValueError, match="run_all: run 'fcn8s_s0' needs 'fcn16s_s0'"):
+        run_all([r for r in fcn_runs(recipe) if r.name == "fcn8s_s0"], recipe, tmp_path / "other", data_root=root)
+    with pytest.raises(ValueError, match="run_all: jobs must be"):
+        run_all(runs, recipe, tmp_path / "ck", jobs=0)

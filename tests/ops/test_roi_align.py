@@ -1,0 +1,251 @@
+"""segnotes.ops.roi_align against torchvision.ops.roi_align, a hand-computed case and gradcheck."""
+import importlib
+
+import pytest
+import torch
+import torchvision
+
+from segnotes.ops.roi_align import RoIAlign, roi_align
+
+# The module, not the function that segnotes.ops re-exports under the same name.
+roi_align_module = importlib.import_module("segnotes.ops.roi_align")
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float64: dict(atol=1e-12, rtol=1e-12)}
+
+
+def make_case(dtype, device, spatial_scale=1.0, seed=0, num_images=3, channels=4, height=9, width=11, num_boxes=24):
+    """Random maps and boxes (in image coordinates) that stick out of the map, are degenerate or
+    lie entirely outside, with batch indices in no particular order."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(num_images, channels, height, width, generator=g, dtype=dtype)
+    span = torch.tensor([width + 4.0, height + 4.0], dtype=dtype)
+    corner = torch.rand(num_boxes, 2, generator=g, dtype=dtype) * span - 3
+    size = torch.rand(num_boxes, 2, generator=g, dtype=dtype) * 8
+    size[0, 0] = 0.0  # zero width
+    size[1, 1] = 0.0  # zero height
+    size[2] = 0.0  # a point
+    corner[3] = torch.tensor([width + 3.0, -5.0], dtype=dtype)  # entirely outside
+    boxes = torch.cat([corner, corner + size], dim=1) / spatial_scale  # [K, 4] in image coordinates
+    index = torch.randint(0, num_images, (num_boxes, 1), generator=g).to(dtype)
+    return x.to(device), torch.cat([index, boxes], dim=1).to(device)
+
+
+def forward_backward(op, x, rois, *args):
+    x = x.detach().clone().requires_grad_()
+    out = op(x, rois, *args)
+    grad_out = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)
+    out.backward(grad_out)
+    return out.detach(), x.grad
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("sampling_ratio", [-1, 0, 1, 2, 3])
+@pytest.mark.parametrize("spatial_scale", [1.0, 0.5, 0.25, 1 / 16])
+def test_matches_torchvision(device, dtype, aligned, sampling_ratio, spatial_scale):
+    x, rois = make_case(dtype, device, spatial_scale)
+    args = ((3, 4), spatial_scale, sampling_ratio, aligned)
+    ours, ours_grad = forward_backward(roi_align, x, rois, *args)
+    ref, ref_grad = forward_backward(torchvision.ops.roi_align, x, rois, *args)
+    assert ours.shape == (rois.shape[0], x.shape[1], 3, 4)
+    torch.testing.assert_close(ours, ref, **TOL[dtype])
+    torch.testing.assert_close(ours_grad, ref_grad, **TOL[dtype])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("aligned", [False, True])
+def test_large_rois_many_chunks(device, aligned, monkeypatch):
+    # Adaptive sampling with RoIs of very different sizes, split into many chunks.
+    x, rois = make_case(torch.float64, device, 0.25, seed=1, height=40, width=30, num_boxes=40)
+    rois[:, 3:] += rois[:, 1:3].abs() * torch.linspace(0, 1, rois.shape[0], dtype=rois.dtype, device=device)[:, None]
+    monkeypatch.setattr(roi_align_module, "_CHUNK_ELEMENTS_CPU", 300)
+    monkeypatch.setattr(roi_align_module, "_CHUNK_ELEMENTS_GPU", 300)
+    args = (7, 0.25, -1, aligned)
+    ours, ours_grad = forward_backward(roi_align, x, rois, *args)
+    ref, ref_grad = forward_backward(torchvision.ops.roi_align, x, rois, *args)
+    torch.testing.assert_close(ours, ref, **TOL[torch.float64])
+    torch.testing.assert_close(ours_grad, ref_grad, **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_list_of_boxes_equals_tensor_format(device):
+    x, rois = make_case(torch.float32, device)
+    per_image = [rois[rois[:, 0] == i, 1:] for i in range(x.shape[0])]
+    with_index = torch.cat([torch.full((len(b), 1), float(i), device=device) for i, b in enumerate(per_image)])
+    expected = roi_align(x, torch.cat([with_index, torch.cat(per_image)], dim=1), 5, 0.5, 2, True)
+    torch.testing.assert_close(roi_align(x, per_image, 5, 0.5, 2, True), expected, atol=0, rtol=0)
+    torch.testing.assert_close(roi_align(x, tuple(per_image), 5, 0.5, 2, True), expected, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_contiguous_input(device):
+    x, rois = make_case(torch.float32, device)
+    transposed = x.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    assert not transposed.is_contiguous() and not channels_last.is_contiguous()
+    expected = torchvision.ops.roi_align(x, rois, 3, 1.0, 2, True)
+    torch.testing.assert_close(roi_align(transposed, rois, 3, 1.0, 2, True), expected)
+    torch.testing.assert_close(roi_align(channels_last, rois, 3, 1.0, 2, True), expected)
+    torch.testing.assert_close(roi_align(x, rois[::2], 3, 1.0, 2, True), expected[::2])  # strided boxes
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("boxes", ["tensor", "list"])
+def test_empty_boxes(device, boxes):
+    x = torch.randn(2, 3, 6, 6, device=device, requires_grad=True)
+    empty = torch.zeros(0, 5, device=device) if boxes == "tensor" else [torch.zeros(0, 4, device=device)] * 2
+    out = roi_align(x, empty, (2, 3), 1.0, 2)
+    assert out.shape == (0, 3, 2, 3)
+    out.sum().backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_hand_computed_5x5():
+    # As in detectron2's test: bilinear interpolation of x[r, c] = 5 r + c is exact, so the
+    # value at a sample (y, x) is 5 y + x. Box (1, 1, 3, 3), 4x4 bins of 0.5 cells, one
+    # sample per bin at its centre: y, x in (1.25, 1.75, 2.25, 2.75), shifted by -0.5 if aligned.
+    x = torch.arange(25.0).view(1, 1, 5, 5)
+    box = torch.tensor([[0.0, 1.0, 1.0, 3.0, 3.0]])
+    legacy = torch.tensor(
+        [[7.5, 8.0, 8.5, 9.0], [10.0, 10.5, 11.0, 11.5], [12.5, 13.0, 13.5, 14.0], [15.0, 15.5, 16.0, 16.5]]
+    )
+    aligned = legacy - 3.0  # each sample moves half a cell up and left: -(5 + 1) / 2
+    torch.testing.assert_close(roi_align(x, box, 4, 1.0, 0, aligned=False)[0, 0], legacy)
+    torch.testing.assert_close(roi_align(x, box, 4, 1.0, 0, aligned=True)[0, 0], aligned)
+    # 2x2 bins of one cell, aligned: the samples hit the cell centres 6, 7, 11, 12 exactly.
+    centres = torch.tensor([[6.0, 7.0], [11.0, 12.0]])
+    torch.testing.assert_close(roi_align(x, box, 2, 1.0, 0, aligned=True)[0, 0], centres)
+
+
+def test_samples_on_and_beyond_the_border():
+    # x[r, c] = 5 r + c on a 5x5 map; one sample per bin of 2 cells, at the bin centres.
+    x = torch.arange(25.0).view(1, 1, 5, 5)
+    # Box x from -2 to 6: samples at x = -1, 1, 3, 5. Those at -1 and 5 (= W) still count and read
+    # the border columns 0 and 4; y = 1.5 throughout, so 7.5 + (0, 1, 3, 4).
+    on_border = roi_align(x, torch.tensor([[0.0, -2.0, 1.0, 6.0, 2.0]]), (1, 4), 1.0, 1)
+    torch.testing.assert_close(on_border[0, 0, 0], torch.tensor([7.5, 8.5, 10.5, 11.5]))
+    # Box x from -2.2 to 6.2: samples at -1.15, 0.95, 3.05, 5.15; the outer two are outside
+    # [-1, W] and give 0.
+    beyond = roi_align(x, torch.tensor([[0.0, -2.2, 1.0, 6.2, 2.0]]), (1, 4), 1.0, 1)
+    torch.testing.assert_close(beyond[0, 0, 0], torch.tensor([0.0, 7.5 + 0.95, 7.5 + 3.05, 0.0]))
+    # Same along y, against torchvision.
+    boxes = torch.tensor([[0.0, 1.0, -2.0, 2.0, 6.0], [0.0, 1.0, -2.2, 2.0, 6.2]])
+    torch.testing.assert_close(roi_align(x, boxes, (4, 1), 1.0, 1), torchvision.ops.roi_align(x, boxes, (4, 1), 1.0, 1))
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_gradcheck(aligned):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 2, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    rois = torch.tensor(
+        [[0, 0.3, 0.7, 4.1, 3.2], [0, -1.2, 1.1, 2.4, 5.5], [0, 1.0, 1.0, 1.0, 3.0]], dtype=torch.float64
+    )
+    assert torch.autograd.gradcheck(lambda t: roi_align(t, rois, (3, 2), 1.0, -1, aligned), (x,))
+
+
+def test_other_floating_dtypes():
+    x, rois = make_case(torch.float32, "cpu")
+    expected = roi_align(x, rois, 3, 1.0, 2, True)
+    for dtype in (torch.bfloat16, torch.float16):
+        got = roi_align(x.to(dtype), rois.to(dtype), 3, 1.0, 2, True)
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.float(), expected, atol=0.05, rtol=0.05)
+
+
+def test_module():
+    x, rois = make_case(torch.float32, "cpu")
+    layer = RoIAlign((3, 4), spatial_scale=0.5, sampling_ratio=2, aligned=True)
+    torch.testing.assert_close(layer(x, rois), roi_align(x, rois, (3, 4), 0.5, 2, True), atol=0, rtol=0)
+    assert repr(layer) == "RoIAlign(output_size=(3, 4), spatial_scale=0.5, sampling_ratio=2, aligned=True)"
+    assert list(layer.state_dict()) == []
+    with pytest.raises(ValueError, match=r"RoIAlign: output_size must be a positive int or a pair"):
+        RoIAlign(0, 1.0, 2)
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (
+            dict(boxes=torch.zeros(3, 4)),
+            ValueError,
+            r"roi_align: boxes must be Tensor\[K, 5\] or list of Tensor\[L, 4\], got Tensor of shape \(3, 4\)",
+        ),
+        (
+            dict(boxes=torch.zeros(5)),
+            ValueError,
+            r"roi_align: boxes must be Tensor\[K, 5\] .*got Tensor of shape \(5,\)",
+        ),
+        (
+            dict(boxes=[torch.zeros(2, 5)]),
+            ValueError,
+            r"roi_align: boxes must be .*got boxes\[0\] = Tensor of shape \(2, 5\)",
+        ),
+        (dict(boxes=[[1.0, 2.0, 3.0, 4.0]]), TypeError, r"roi_align: boxes must be .*got boxes\[0\] = list"),
+        (dict(boxes="boxes"), TypeError, r"roi_align: boxes must be Tensor\[K, 5\] or list of Tensor\[L, 4\], got str"),
+        (
+            dict(boxes=[torch.zeros(1, 4)] * 3),
+            ValueError,
+            r"roi_align: boxes has 3 tensors \(one per image\) but input has batch size 2",
+        ),
+        (
+            dict(boxes=torch.tensor([[2.0, 0, 0, 1, 1]])),
+            ValueError,
+            r"roi_align: boxes\[:, 0\] \(batch indices\) must be integers in \[0, 1\], got 2.0",
+        ),
+        (dict(boxes=torch.tensor([[-1.0, 0, 0, 1, 1]])), ValueError, r"roi_align: boxes\[:, 0\] .*got -1.0"),
+        (
+            dict(boxes=torch.tensor([[0.5, 0, 0, 1, 1]])),
+            ValueError,
+            r"roi_align: boxes\[:, 0\] \(batch indices\) must be integers .*got 0.5",
+        ),
+        (
+            dict(boxes=torch.tensor([[0.0, 0, 0, float("nan"), 1]])),
+            ValueError,
+            r"roi_align: box coordinates must be finite",
+        ),
+        (
+            dict(boxes=torch.zeros(1, 5, dtype=torch.float64)),
+            TypeError,
+            r"roi_align: boxes must have the dtype of input \(torch.float32\), got .*float64",
+        ),
+        (
+            dict(boxes=torch.zeros(1, 5, device="meta")),
+            ValueError,
+            r"roi_align: boxes must be on the device of input \(cpu\), got meta",
+        ),
+        (
+            dict(output_size=0),
+            ValueError,
+            r"roi_align: output_size must be a positive int or a pair of positive ints \(height, width\), got 0",
+        ),
+        (dict(output_size=(2, -1)), ValueError, r"roi_align: output_size must be .*got \(2, -1\)"),
+        (dict(output_size=(2, 2, 2)), ValueError, r"roi_align: output_size must be .*got \(2, 2, 2\)"),
+        (dict(output_size=2.0), ValueError, r"roi_align: output_size must be .*got 2.0"),
+        (dict(spatial_scale=-0.25), ValueError, r"roi_align: spatial_scale must be > 0, got -0.25"),
+        (dict(spatial_scale=0), ValueError, r"roi_align: spatial_scale must be > 0, got 0"),
+        (dict(sampling_ratio=2.0), TypeError, r"roi_align: sampling_ratio must be an int, got float 2.0"),
+        (
+            dict(input=torch.zeros(3, 8, 8)),
+            ValueError,
+            r"roi_align: input must be 4-D, got Tensor of shape \(3, 8, 8\)",
+        ),
+        (
+            dict(input=torch.zeros(2, 3, 8, 8, dtype=torch.int64)),
+            TypeError,
+            r"roi_align: input must be a floating-point tensor",
+        ),
+        (dict(input=[[1.0]]), TypeError, r"roi_align: input must be a torch.Tensor, got list"),
+    ],
+)
+def test_bad_arguments(change, error, message):
+    args = dict(
+        input=torch.zeros(2, 3, 8, 8),
+        boxes=torch.tensor([[0.0, 1, 1, 4, 4]]),
+        output_size=2,
+        spatial_scale=1.0,
+        sampling_ratio=2,
+    )
+    args.update(change)
+    with pytest.raises(error, match=message):
+        roi_align(**args)
