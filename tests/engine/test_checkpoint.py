@@ -161,3 +161,14 @@ def test_seeded_rng_state_matches_global_seeding():
             np.random.set_state(saved_np)
             random.setstate(saved_py)
     assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
+
+
+def test_saved_checkpoint_has_ordinary_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "perm.pt", model={"w": torch.zeros(1)})
+    finally:
+        os.umask(umask)
+    assert (os.stat(path).st_mode & 0o777) == 0o644
