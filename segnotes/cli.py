@@ -17,14 +17,24 @@ from pathlib import Path
 __all__ = ["main", "build_parser"]
 
 
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
+def int_at_least(minimum: int):
+    """An argparse ``type`` that accepts integers >= ``minimum`` (0 or 1) and names the rule when it fails."""
+    kind = {0: "non-negative", 1: "positive"}[minimum]
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind} integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a {kind} integer, got {value}")
+        return value
+
+    parse.__name__ = f"{kind} integer"  # argparse shows this name in its own messages
+    return parse
+
+
+_nonnegative_int = int_at_least(0)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..cli import int_at_least
 from .fcn import FCNRecipe, fcn_runs, is_done, run_all
 
 __all__ = ["main", "build_parser"]
@@ -19,14 +20,7 @@ __all__ = ["main", "build_parser"]
 CHAPTERS = ("fcn",)  # later chapters add their experiments here
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+_positive_int = int_at_least(1)
 
 
 def build_parser() -> argparse.ArgumentParser:
