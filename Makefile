@@ -8,6 +8,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SEGNOTES := $(PY) -m segnotes.cli
 INSTALLED := $(VENV)/.installed
+# make checkpoints: training processes at once (one torch thread each) and where they train
+JOBS ?= 2
+DEVICE ?= cpu
 
 DATA_ROOT := data/shapes
 DATA_ARGS := --num-train 2000 --num-val 500 --seed 0 --image-size 128
@@ -25,7 +28,7 @@ help:
 	@echo "make test      set up, generate data, pytest tests/ and pytest --nbval on every chapter"
 	@echo "make data      generate and verify the shapes data set in $(DATA_ROOT)"
 	@echo "make notebooks re-execute the chapters in place (refreshes their stored outputs)"
-	@echo "make checkpoints retrain the models the chapters load (hours on a CPU; resumable)"
+	@echo "make checkpoints retrain the models the chapters load (hours on a CPU, JOBS=2 DEVICE=cpu; resumable)"
 	@echo "make bench     run benchmarks/ and write benchmarks/results/table.md"
 	@echo "make lab       open the book in JupyterLab"
 	@echo "make clean     remove the build, the generated data and caches (keeps .venv)"
@@ -68,7 +71,7 @@ notebooks: $(DATA_STAMP)
 
 # Resumable: an interrupted run continues from the last checkpoint; finished ones are kept.
 checkpoints: $(DATA_STAMP)
-	$(PY) -m segnotes.experiments all --out data/checkpoints
+	$(PY) -m segnotes.experiments all --out data/checkpoints --jobs $(JOBS) --device $(DEVICE)
 
 bench: $(DATA_STAMP)
 	$(PY) benchmarks/run.py

@@ -9,34 +9,14 @@ paper's 175 ms beside them. Weights are random (speed does not depend on them).
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
+from timing import median_time
 from torch import nn
 
 from segnotes.engine import semantic_loss
 from segnotes.models import convolutionalize, fcn
 
 PAPER_FCN8S_MS = 175  # Table 3, K40c, 2015
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_time(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _vgg16_trunk() -> nn.Module:
@@ -66,8 +46,8 @@ def _inference_rows(device: torch.device, quick: bool) -> list[dict]:
                 with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                     net(image)
 
-            ours = _median_time(lambda: forward(model), device, repeats)
-            reference = _median_time(lambda: forward(trunk), device, repeats)
+            ours = median_time(lambda: forward(model), device, repeats)
+            reference = median_time(lambda: forward(trunk), device, repeats)
             precision = "AMP fp16" if amp else "fp32"
             note = "random weights"
             if backbone == "vgg16":
@@ -101,7 +81,7 @@ def _training_rows(device: torch.device, quick: bool) -> list[dict]:
             semantic_loss(model(images), labels).backward()
             optimizer.step()
 
-        seconds = _median_time(step, device, steps, warmup=2)
+        seconds = median_time(step, device, steps, warmup=2)
         rows.append({
             "case": f"{variant} vgg_small training, batch {batch} x {size}x{size}, {device.type} fp32",
             "ours": batch / seconds,

@@ -60,9 +60,6 @@ def _row(name: str, seconds: tuple[np.ndarray, np.ndarray], detail: str) -> dict
 
 
 def run(quick: bool = False) -> list[dict]:
-    from segnotes.data import ShapesInstances, ShapesSemantic
-    from segnotes.metrics import average_precision
-    from segnotes.viz import coarsen_labels
     from segnotes.utils import num_threads
 
     # The widgets' tensors are small: one thread, as a notebook kernel sharing 2 cores gets (restored on exit).

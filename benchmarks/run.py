@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the bench modules share benchmarks/timing.py
 
 
 def _load(path: Path):

@@ -10,7 +10,9 @@ Subpackages:
     widgets  interactive ipywidgets built on the viz figures
     utils    device choice, seeding, deterministic mode
 """
-from . import data, engine, metrics, models, ops, utils, viz, widgets
+import importlib
+
+from . import data, engine, metrics, models, ops, utils, viz
 from .utils import deterministic, get_device, manual_seed
 
 __version__ = "0.1.0"
@@ -29,3 +31,11 @@ __all__ = [
     "deterministic",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # widgets (ipywidgets, IPython) is imported on first use: training scripts and the CLI
+    # never need it, and it is the slowest part of the import.
+    if name == "widgets":
+        return importlib.import_module(".widgets", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,8 +2,13 @@
 
     fcn     FCN-32s -> 16s -> 8s staged training, equal-compute 32s controls, loss sampling
             and fixed-vs-learned upsampling (the FCN chapter)
+    mask_rcnn   RoIAlign vs RoIPool, sigmoid vs softmax, class-specific vs agnostic masks at
+            equal compute (the Mask R-CNN chapter)
+
+Each chapter's module has a recipe (shared settings), its runs, ``train_run``, ``load_run`` and
+``load_run_model``; :func:`run_all` trains any chapter's runs in parallel processes.
 """
-from . import fcn
+from . import fcn, mask_rcnn
 from .fcn import (
     FCNRecipe,
     InMemorySegmentation,
@@ -20,9 +25,15 @@ from .fcn import (
     sampled_semantic_step,
     train_run,
 )
+from .mask_rcnn import MaskRCNNRecipe, MaskRCNNRunSpec, evaluate_mask_rcnn, mask_rcnn_runs
 
 __all__ = [
     "fcn",
+    "mask_rcnn",
+    "MaskRCNNRecipe",
+    "MaskRCNNRunSpec",
+    "mask_rcnn_runs",
+    "evaluate_mask_rcnn",
     "FCNRecipe",
     "RunSpec",
     "InMemorySegmentation",

@@ -1,4 +1,4 @@
-"""Train the checkpoints the chapters load: ``python -m segnotes.experiments {all,fcn} --out DIR``.
+"""Train the checkpoints the chapters load: ``python -m segnotes.experiments {all,fcn,mask_rcnn} --out DIR``.
 
 Runs everything not yet done, resumably: each run checkpoints every few minutes, an interrupted
 run resumes where it stopped, and finished runs are skipped. Each training process uses one
@@ -13,11 +13,16 @@ import time
 from pathlib import Path
 
 from ..cli import int_at_least
-from .fcn import FCNRecipe, fcn_runs, is_done, run_all
+from . import fcn, mask_rcnn
+from .runner import run_all
 
 __all__ = ["main", "build_parser"]
 
-CHAPTERS = ("fcn",)  # later chapters add their experiments here
+# chapter -> (recipe with the defaults make checkpoints trains, its runs, its is_done)
+CHAPTERS = {
+    "fcn": lambda: (fcn.FCNRecipe(), fcn.fcn_runs, fcn.is_done),
+    "mask_rcnn": lambda: (mask_rcnn.MaskRCNNRecipe(), mask_rcnn.mask_rcnn_runs, mask_rcnn.is_done),
+}
 
 
 _positive_int = int_at_least(1)
@@ -28,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m segnotes.experiments",
         description="Train the checkpoints the book's chapters load (resumable; finished runs are skipped).",
     )
-    parser.add_argument("chapter", choices=("all",) + CHAPTERS, help="'all' or one chapter's experiments")
+    parser.add_argument("chapter", choices=("all", *CHAPTERS), help="'all' or one chapter's experiments")
     parser.add_argument("--out", type=Path, default=Path("data/checkpoints"), help="checkpoint root (default data/checkpoints)")
     parser.add_argument("--jobs", type=_positive_int, default=1, help="runs trained at once, one process each (default 1)")
     parser.add_argument("--threads", type=_positive_int, default=1, help="torch threads per process (default 1; results depend on it)")
@@ -48,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)  # for --jobs 1, which trains in this process
-    chapters = CHAPTERS if args.chapter == "all" else (args.chapter,)
+    chapters = tuple(CHAPTERS) if args.chapter == "all" else (args.chapter,)
     for chapter in chapters:
-        recipe = FCNRecipe()
-        runs = fcn_runs(recipe)
+        recipe, make_runs, is_done = CHAPTERS[chapter]()
+        runs = make_runs(recipe)
         if args.list:
             for spec in runs:
                 print(f"{'done' if is_done(args.out, spec.name) else 'todo'}  {spec.name}")

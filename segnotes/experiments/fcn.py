@@ -28,12 +28,10 @@ holds, so a loaded checkpoint reproduces them; the float32 scores are stored bes
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import math
 import os
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,10 +40,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .._checks import check_int, check_tensor, describe
-from ..engine import TrainConfig, Trainer, load_checkpoint, save_checkpoint, semantic_loss
+from .._checks import check_choice, check_int, check_tensor, describe
+from ..engine import TrainConfig, Trainer, semantic_loss
 from ..metrics import ConfusionMatrix
 from ..models import FCN, fcn
+from .runner import finish_run, load_finished, run_all
 
 __all__ = [
     "FCNRecipe",
@@ -76,9 +75,15 @@ class FCNRecipe:
         batch_size: images per SGD step.
         base_epochs: epochs of the FCN-32s base run.
         stage_epochs: epochs of each later stage (16s, 8s) and of each control.
-        base_lr, stage_lr: SGD learning rates (momentum ``momentum``) of the base run and the stages.
-        weight_decay: L2 penalty on the weights.
-        warmup_steps: linear warmup of the base run (the stages start from a trained net: none).
+        optimizer: ``"sgd"`` (default, the paper's, with momentum ``momentum``) or ``"adamw"``.
+            Trained from scratch, ``vgg_small`` learns faster with AdamW: after 3 epochs (poly
+            decay) an FCN-8s reached 0.20 mean IU on 200 val images with AdamW at 3e-3 against
+            0.15 with SGD at 0.05; FCN-32s reached 0.095 and 0.093.
+        base_lr, stage_lr: learning rates of the base run and of the stages (and controls).
+        weight_decay: weight decay (decoupled for AdamW, L2 for SGD).
+        warmup_steps: linear warmup of the base run.
+        stage_warmup_steps: linear warmup of each stage (useful with AdamW, whose fresh state
+            meets trained weights).
         power: exponent of the poly decay ``(1 - t) ** power`` used by every run.
         flip: random horizontal flips (the categories are mirror symmetric).
         train_images, val_images: use only the first so many images (None: all); tiny recipes for tests.
@@ -97,11 +102,13 @@ class FCNRecipe:
     batch_size: int = 8
     base_epochs: int = 6
     stage_epochs: int = 3
+    optimizer: str = "sgd"
     base_lr: float = 0.05
     stage_lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_steps: int = 100
+    stage_warmup_steps: int = 0
     power: float = 0.9
     flip: bool = True
     train_images: int | None = None
@@ -119,6 +126,8 @@ class FCNRecipe:
         for name in ("num_classes", "batch_size", "base_epochs", "stage_epochs", "monitor_images", "checkpoint_every"):
             check_int(fn, name, getattr(self, name), minimum=1)
         check_int(fn, "warmup_steps", self.warmup_steps, minimum=0)
+        check_int(fn, "stage_warmup_steps", self.stage_warmup_steps, minimum=0)
+        check_choice(fn, "optimizer", self.optimizer, ("adamw", "sgd"))
         if not self.seeds:
             raise ValueError(f"{fn}: seeds must hold at least one seed, got {self.seeds!r}")
         for seed in self.seeds:
@@ -186,7 +195,7 @@ def fcn_runs(recipe: FCNRecipe | None = None) -> list[RunSpec]:
     ]
     stages = []
     for s in r.seeds:
-        stage = functools.partial(RunSpec, seed=s, epochs=r.stage_epochs, lr=r.stage_lr)
+        stage = functools.partial(RunSpec, seed=s, epochs=r.stage_epochs, lr=r.stage_lr, warmup_steps=r.stage_warmup_steps)
         stages += [
             stage(f"fcn16s_s{s}", "fcn16s", parent=f"fcn32s_s{s}"),
             stage(f"fcn32s_ctl16_s{s}", "fcn32s", parent=f"fcn32s_s{s}", group="control"),
@@ -217,7 +226,8 @@ def fcn_runs(recipe: FCNRecipe | None = None) -> list[RunSpec]:
     if r.fixed_upsampling:
         extra.append(
             RunSpec(
-                f"fcn16s_fixedup_s{first}", "fcn16s", first, r.stage_epochs, r.stage_lr, parent=f"fcn32s_s{first}",
+                f"fcn16s_fixedup_s{first}", "fcn16s", first, r.stage_epochs, r.stage_lr, r.stage_warmup_steps,
+                parent=f"fcn32s_s{first}",
                 group="upsampling", learn_upsampling=False, keep_weights=False,
             )
         )
@@ -428,9 +438,7 @@ def is_done(out: str | Path, name: str) -> bool:
 
 def load_run(out: str | Path, name: str) -> dict:
     """A finished run's checkpoint: ``meta`` (spec, recipe, scores), ``history`` and ``model`` (float32, or None)."""
-    state = load_checkpoint(run_path(out, name), expect={"run": name, "done": True})
-    state.setdefault("model", None)
-    return state
+    return load_finished(run_path(out, name), name)
 
 
 def load_run_model(out: str | Path, name: str, device: torch.device | str = "cpu") -> FCN:
@@ -509,7 +517,7 @@ def train_run(
     if not spec.learn_upsampling:
         _freeze_upsampling(model)
     config = TrainConfig(
-        epochs=spec.epochs, batch_size=recipe.batch_size, optimizer="sgd", lr=spec.lr, momentum=recipe.momentum,
+        epochs=spec.epochs, batch_size=recipe.batch_size, optimizer=recipe.optimizer, lr=spec.lr, momentum=recipe.momentum,
         weight_decay=recipe.weight_decay, schedule="poly", power=recipe.power, warmup_steps=spec.warmup_steps,
         amp=False, seed=spec.seed, num_workers=0, eval_every=1, checkpoint_every=recipe.checkpoint_every,
     )
@@ -540,117 +548,7 @@ def _finished(trainer: Trainer, spec: RunSpec) -> bool:
 
 def _finish(trainer: Trainer, spec: RunSpec, recipe: FCNRecipe, out, val_set: Dataset) -> dict:
     """Score the float32 and the float16-stored weights on the whole val set; write ``<name>.pt``."""
-    model = trainer.model
-    start = time.perf_counter()
-    scores_float32 = evaluate_fcn(model, val_set, recipe.num_classes, boundary_widths=recipe.boundary_widths)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    # What the committed file will hold: float16 weights, back in float32 when loaded.
-    stored = {k: v.half().float() if v.dtype == torch.float32 else v for k, v in state.items()}
-    model.load_state_dict(stored)
-    scores = evaluate_fcn(model, val_set, recipe.num_classes, boundary_widths=recipe.boundary_widths)
-    meta = {
-        **trainer.meta,
-        "done": True,
-        "spec": dataclasses.asdict(spec),
-        "recipe": dataclasses.asdict(recipe),
-        "steps": trainer.step,
-        "train_seconds": trainer.seconds,
-        "eval_seconds": time.perf_counter() - start,
-        "threads": torch.get_num_threads(),
-        "scores": scores,
-        "scores_float32": scores_float32,
-        "torch_version": str(torch.__version__),
-    }
-    path = run_path(out, spec.name)
-    if spec.keep_weights:
-        save_checkpoint(path, half=True, model=state, meta=meta, history=trainer.history)
-    else:
-        save_checkpoint(path, meta=meta, history=trainer.history)
-    partial = _partial_path(out, spec.name)
-    if partial.exists():
-        partial.unlink()
-    return meta
-
-
-# ----------------------------------------------------------------------------------------------
-# Many runs, in dependency order, in parallel processes
-
-
-def _worker(spec: RunSpec, recipe: FCNRecipe, out: str, data_root, device: str, threads: int) -> tuple[str, float]:
-    # One thread per process: the order of float reductions, and so the result, depends on it.
-    torch.set_num_threads(threads)
-    start = time.perf_counter()
-    train_run(spec, recipe, out, data_root=data_root, device=device)
-    return spec.name, time.perf_counter() - start
-
-
-def run_all(
-    runs: Sequence[RunSpec],
-    recipe: FCNRecipe,
-    out: str | Path,
-    *,
-    jobs: int = 1,
-    data_root=None,
-    device: str = "cpu",
-    threads: int = 1,
-    log: Callable[[str], None] = print,
-) -> list[str]:
-    """Train every unfinished run, at most ``jobs`` at a time.
-
-    With ``jobs=1`` the runs train one after another in this process (``threads`` is then not
-    applied: the caller's torch thread setting stays). With ``jobs > 1`` each run trains in a
-    fresh process using ``threads`` torch threads, and a run starts when its parent has finished,
-    in the order of ``runs``.
-
-    Args:
-        runs (sequence of RunSpec): e.g. :func:`fcn_runs`; a parent must precede its children.
-        recipe (FCNRecipe): shared settings.
-        out: checkpoint root.
-        jobs (int): runs trained at once.
-        data_root: the shapes data set's folder.
-        device (str): where to train.
-        threads (int): torch threads per worker process.
-        log: called with one line per started and finished run.
-
-    Returns:
-        list of str: the names of the runs trained now (finished ones are skipped).
-    """
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    check_int("run_all", "jobs", jobs, minimum=1)
-    names = {spec.name for spec in runs}
-    pending = [spec for spec in runs if not is_done(out, spec.name)]
-    for spec in runs:
-        if spec.parent is not None and spec.parent not in names and not is_done(out, spec.parent):
-            raise ValueError(f"run_all: run {spec.name!r} needs {spec.parent!r}, which is neither done nor listed")
-    trained: list[str] = []
-    if jobs == 1:  # in this process, with its thread setting: no process start-up cost
-        for spec in pending:
-            log(f"start {spec.name}")
-            start = time.perf_counter()
-            train_run(spec, recipe, out, data_root=data_root, device=device)
-            trained.append(spec.name)
-            log(f"done  {spec.name} in {(time.perf_counter() - start) / 60:.1f} min")
-        return trained
-    running: dict[cf.Future, RunSpec] = {}
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        while pending or running:
-            for spec in list(pending):
-                if len(running) >= jobs:
-                    break
-                if spec.parent is None or is_done(out, spec.parent):
-                    pending.remove(spec)
-                    log(f"start {spec.name}")
-                    future = pool.submit(_worker, spec, recipe, str(out), data_root, device, threads)
-                    running[future] = spec
-            if not running:
-                missing = sorted({s.parent for s in pending})
-                raise RuntimeError(f"run_all: runs {[s.name for s in pending]} wait for {missing}, which cannot run")
-            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-            for future in done:
-                spec = running.pop(future)
-                name, seconds = future.result()  # re-raises a worker's error
-                trained.append(name)
-                log(f"done  {name} in {seconds / 60:.1f} min")
-    return trained
+    evaluate = functools.partial(
+        evaluate_fcn, dataset=val_set, num_classes=recipe.num_classes, boundary_widths=recipe.boundary_widths
+    )
+    return finish_run(trainer, spec, recipe, run_path(out, spec.name), _partial_path(out, spec.name), evaluate)

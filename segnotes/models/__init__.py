@@ -4,10 +4,23 @@
     FCN                 the model (``stride``, ``load_parent``, ``from_parent``)
     convolutionalize    VGG's Linear classifier as convolutions
     shift_and_stitch    dense output from f**2 shifted passes of a stride-f net
+    mask_rcnn           build Mask R-CNN (tiny_resnet_fpn or resnet50_fpn; RoIAlign/RoIPool,
+                        sigmoid/softmax, class-specific/agnostic masks)
+    MaskRCNN            the model (torchvision's MaskRCNN with MaskRoIHeads)
+    mask_rcnn_loss      the mask loss; mask_probabilities, its inference counterpart
 """
 from .backbones import VGGBackbone, convolutionalize, vgg16_backbone, vgg_small_backbone
 from .fcn import BACKBONES, FCN, VARIANTS, fcn, minimum_input_size
 from .shift_and_stitch import shift_and_stitch
+from .mask_rcnn import (
+    MASK_RCNN_BACKBONES,
+    MaskRCNN,
+    MaskRoIHeads,
+    mask_probabilities,
+    mask_rcnn,
+    mask_rcnn_loss,
+    tiny_resnet_fpn_backbone,
+)
 
 __all__ = [
     "FCN",
@@ -20,4 +33,11 @@ __all__ = [
     "vgg16_backbone",
     "vgg_small_backbone",
     "shift_and_stitch",
+    "MaskRCNN",
+    "MaskRoIHeads",
+    "mask_rcnn",
+    "mask_rcnn_loss",
+    "mask_probabilities",
+    "tiny_resnet_fpn_backbone",
+    "MASK_RCNN_BACKBONES",
 ]

@@ -146,21 +146,35 @@ def _split_stages(features: nn.Sequential) -> list[nn.Sequential]:
     return stages
 
 
-def _load_vgg16_weights(progress: bool):
-    """ImageNet VGG16 weights through torchvision's weights API, with a clear error offline."""
-    from torchvision.models import VGG16_Weights
+def load_weights(weights, fn: str, what: str, progress: bool = False) -> dict:
+    """A state dict through torchvision's weights API, with an error that says what to do offline.
 
-    weights = VGG16_Weights.IMAGENET1K_V1
+    Args:
+        weights: a torchvision ``WeightsEnum`` member, e.g. ``VGG16_Weights.IMAGENET1K_V1``.
+        fn (str): the public function asking, for the message.
+        what (str): what the weights are, for the message (e.g. "ImageNet VGG16 weights").
+        progress (bool): show the download progress bar.
+
+    Raises:
+        RuntimeError: the download or the cached file failed; names the URL and the cache file.
+    """
     try:
         return weights.get_state_dict(progress=progress, check_hash=True)
     except Exception as err:  # URLError, HTTPError, a truncated or corrupt cached file, ...
         cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
         raise RuntimeError(
-            f"vgg16_backbone: could not load the ImageNet VGG16 weights ({weights}): "
+            f"{fn}: could not load the {what} ({weights}): "
             f"{type(err).__name__}: {err}. torchvision downloads them once from {weights.url} to {cache} "
             "(the folder follows $TORCH_HOME). Without internet access, download that file on another "
             "machine and copy it there, or build the model with pretrained_backbone=False."
         ) from err
+
+
+def _load_vgg16_weights(progress: bool):
+    """ImageNet VGG16 weights through torchvision's weights API, with a clear error offline."""
+    from torchvision.models import VGG16_Weights
+
+    return load_weights(VGG16_Weights.IMAGENET1K_V1, "vgg16_backbone", "ImageNet VGG16 weights", progress)
 
 
 def vgg16_backbone(pretrained: bool = False, dropout: float = 0.5, progress: bool = False) -> VGGBackbone:

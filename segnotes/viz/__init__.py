@@ -18,6 +18,15 @@ from .masks import (
     voc_palette,
 )
 from .pr import detections_figure, pr_curve_figure, precision_recall_curve
+from .roi import (
+    mask_rcnn_pipeline_figure,
+    mask_rcnn_stages,
+    misalignment_table,
+    roi_align_sample_points,
+    roi_misalignment,
+    roi_pool_bins,
+    roi_sampling_figure,
+)
 
 __all__ = [
     "voc_palette",
@@ -38,4 +47,11 @@ __all__ = [
     "detections_figure",
     "anatomy_figure",
     "size_figure",
+    "roi_pool_bins",
+    "roi_align_sample_points",
+    "roi_sampling_figure",
+    "roi_misalignment",
+    "misalignment_table",
+    "mask_rcnn_stages",
+    "mask_rcnn_pipeline_figure",
 ]

@@ -26,7 +26,7 @@ from segnotes.ops import bilinear_kernel
 
 # A recipe small enough for tests: 2 epochs of 2 steps, one seed.
 TINY = FCNRecipe(
-    seeds=(0,), base_epochs=2, stage_epochs=1, batch_size=2, warmup_steps=1, monitor_images=2,
+    seeds=(0,), base_epochs=2, stage_epochs=1, batch_size=2, warmup_steps=1, stage_warmup_steps=0, monitor_images=2,
     boundary_widths=(1,), patch_epochs=1, checkpoint_every=1,
 )
 

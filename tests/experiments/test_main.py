@@ -11,7 +11,7 @@ def test_help_lists_the_options(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--out", "--jobs", "--threads", "--device", "--list", "fcn"):
+    for option in ("--out", "--jobs", "--threads", "--device", "--list", "fcn", "mask_rcnn"):
         assert option in text
 
 
