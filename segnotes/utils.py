@@ -14,7 +14,7 @@ import torch
 
 from ._checks import check_choice, check_int
 
-__all__ = ["get_device", "manual_seed", "deterministic", "num_threads"]
+__all__ = ["get_device", "model_device", "manual_seed", "deterministic", "num_threads"]
 
 _DEVICES = ("auto", "cuda", "mps", "cpu")
 
@@ -46,6 +46,12 @@ def get_device(preference: str | torch.device = "auto") -> torch.device:
     if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise RuntimeError("get_device: preference 'mps' asked for, but torch.backends.mps.is_available() is False")
     return torch.device(preference)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (the CPU for a model without parameters)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
 
 
 def manual_seed(seed: int) -> torch.Generator:

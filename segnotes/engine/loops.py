@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from .._checks import check_choice, check_int, check_positive, check_tensor, describe
 from ..metrics.confusion import ConfusionMatrix
+from ..utils import model_device
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, seeded_rng_state, set_rng_state
 from .schedule import OPTIMIZERS, SCHEDULES, LRSchedule, make_optimizer
 
@@ -139,11 +140,6 @@ def _batch_len(batch) -> int:
     return first.shape[0] if isinstance(first, Tensor) else len(first)
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 def _autocast(device: torch.device, enabled: bool, dtype: torch.dtype):
     # Mixed precision only on CUDA: CPU autocast (bfloat16) is slow on most CPUs and not needed.
     return torch.autocast(device.type, dtype=dtype, enabled=enabled and device.type == "cuda")
@@ -192,7 +188,7 @@ def evaluate_semantic(
     """
     fn = "evaluate_semantic"
     check_int(fn, "num_classes", num_classes, minimum=1)
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     if isinstance(data, Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
         # A private generator: creating a DataLoader iterator draws a seed, which must not come
         # from the global generator (a training run resumed after evaluation would diverge).

@@ -44,6 +44,7 @@ from .._checks import check_choice, check_int, check_tensor, describe
 from ..engine import TrainConfig, Trainer, semantic_loss
 from ..metrics import ConfusionMatrix
 from ..models import FCN, fcn
+from ..utils import model_device
 from .runner import finish_run, load_finished, run_all
 
 __all__ = [
@@ -379,10 +380,7 @@ def evaluate_fcn(
     check_int(fn, "batch_size", batch_size, minimum=1)
     for width in boundary_widths:
         check_int(fn, "boundary_widths[i]", width, minimum=0)
-    if device is None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-    device = torch.device(device)
+    device = model_device(model) if device is None else torch.device(device)
     overall = ConfusionMatrix(num_classes, ignore_index).to(device)
     bands = {w: ConfusionMatrix(num_classes, ignore_index).to(device) for w in boundary_widths}
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator())

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from .._checks import check_choice, check_int, describe
 from ..engine import TrainConfig, Trainer, detection_step
 from ..metrics import average_precision, detections_from_predictions
+from ..utils import model_device
 from .runner import finish_run, load_finished, run_all
 
 __all__ = [
@@ -240,9 +241,7 @@ def predict(
         (Tensor[D, 1, H, W] float) on the CPU, image_ids: list of int).
     """
     check_int("predict", "batch_size", batch_size, minimum=1)
-    if device is None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
+    device = model_device(model) if device is None else torch.device(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_instances)
     was_training = model.training
     model.eval()
@@ -280,7 +279,7 @@ def evaluate_mask_rcnn(
     ground_truth["annotations"] = [a for i in image_ids for a in coco.imgToAnns.get(i, [])]
     if area_ranges is None:
         side = max(coco.imgs[image_ids[0]]["height"], coco.imgs[image_ids[0]]["width"]) if image_ids else 128
-        area_ranges = {"all": (0, 1e10), **shapes_area_ranges(side)}
+        area_ranges = shapes_area_ranges(side)
     scores = {}
     for iou_type in ("bbox", "segm"):
         result = average_precision(ground_truth, detections, iou_type=iou_type, area_ranges=area_ranges)
@@ -311,10 +310,10 @@ def load_run(out: str | Path, name: str) -> dict:
     return load_finished(run_path(out, name), name)
 
 
-def _build_model(variant: str, recipe: MaskRCNNRecipe) -> nn.Module:
+def _build_model(variant: str, num_classes: int, backbone: str) -> nn.Module:
     from ..models import mask_rcnn
 
-    return mask_rcnn(recipe.num_classes, recipe.backbone, **VARIANTS[variant])
+    return mask_rcnn(num_classes, backbone, **VARIANTS[variant])
 
 
 def load_run_model(out: str | Path, name: str, device: torch.device | str = "cpu") -> nn.Module:
@@ -327,8 +326,7 @@ def load_run_model(out: str | Path, name: str, device: torch.device | str = "cpu
     if state["model"] is None:
         raise ValueError(f"load_run_model: run {name!r} was saved without weights (keep_weights=False)")
     meta = state["meta"]
-    recipe = MaskRCNNRecipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["recipe"].items()})
-    model = _build_model(meta["spec"]["variant"], recipe)
+    model = _build_model(meta["spec"]["variant"], meta["recipe"]["num_classes"], meta["recipe"]["backbone"])
     model.load_state_dict(state["model"])
     return model.to(device).eval()
 
@@ -374,7 +372,7 @@ def train_run(
     # Seed the initialisation without touching the caller's global generator.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        model = _build_model(spec.variant, recipe)
+        model = _build_model(spec.variant, recipe.num_classes, recipe.backbone)
     config = TrainConfig(
         epochs=recipe.epochs, batch_size=recipe.batch_size, optimizer="adamw", lr=recipe.lr,
         weight_decay=recipe.weight_decay, schedule="cosine", min_factor=recipe.min_lr_factor,

@@ -21,7 +21,6 @@ detectron2's ``modeling/roi_heads/mask_head.py`` (``mask_rcnn_loss``, class-agno
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 import torchvision.models.detection as tv_detection
@@ -71,8 +70,8 @@ def _check_mask_logits(fn: str, mask_logits, loss: str, class_agnostic: bool) ->
     check_tensor(fn, "mask_logits", mask_logits, ndim=4, floating=True)
     check_choice(fn, "loss", loss, MASK_LOSSES)
     channels = mask_logits.shape[1]
-    if class_agnostic and channels != _mask_channels(0, loss, True):
-        want = _mask_channels(0, loss, True)
+    want = _mask_channels(0, loss, True)  # channels of a class-agnostic head
+    if class_agnostic and channels != want:
         raise ValueError(
             f"{fn}: class-agnostic {loss} masks need mask_logits with {want} channel(s), got {describe(mask_logits)}"
         )
