@@ -15,6 +15,8 @@ DEVICE ?= cpu
 DATA_ROOT := data/shapes
 DATA_ARGS := --num-train 2000 --num-val 500 --seed 0 --image-size 128
 DATA_STAMP := data/.stamps/shapes
+# the variant with handles, for the LSE chapter (same arguments plus --handles)
+HANDLES_ROOT := data/shapes_handles
 NOTEBOOKS = $(shell $(PY) tools/toc_notebooks.py)
 # One thread per process keeps CI's 2 cores predictable; torch still uses both cores in the kernels we time.
 export OMP_NUM_THREADS ?= 2
@@ -26,7 +28,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 help:
 	@echo "make book      set up, generate data, execute every chapter, build _build/html"
 	@echo "make test      set up, generate data, pytest tests/ and pytest --nbval on every chapter"
-	@echo "make data      generate and verify the shapes data set in $(DATA_ROOT)"
+	@echo "make data      generate and verify the shapes data sets in $(DATA_ROOT) and $(HANDLES_ROOT)"
 	@echo "make notebooks re-execute the chapters in place (refreshes their stored outputs)"
 	@echo "make checkpoints retrain the models the chapters load (hours on a CPU, JOBS=2 DEVICE=cpu; resumable)"
 	@echo "make bench     run benchmarks/ and write benchmarks/results/table.md"
@@ -46,11 +48,15 @@ data: $(DATA_STAMP)
 
 # Idempotent: generate() returns at once when the folder already holds this data set.
 # A folder left by an older generator is regenerated; the checksums must then match.
-$(DATA_STAMP): $(INSTALLED) segnotes/data/shapes.py segnotes/data/png.py data/shapes.sha256
+$(DATA_STAMP): $(INSTALLED) segnotes/data/shapes.py segnotes/data/png.py data/shapes.sha256 data/shapes_handles.sha256
 	@$(SEGNOTES) data shapes --root $(DATA_ROOT) $(DATA_ARGS) || { \
 	  echo "regenerating $(DATA_ROOT) (it held a data set made differently)"; \
 	  rm -rf $(DATA_ROOT); $(SEGNOTES) data shapes --root $(DATA_ROOT) $(DATA_ARGS); }
 	@$(SEGNOTES) data verify --root $(DATA_ROOT) --checksums data/shapes.sha256
+	@$(SEGNOTES) data shapes --root $(HANDLES_ROOT) $(DATA_ARGS) --handles || { \
+	  echo "regenerating $(HANDLES_ROOT) (it held a data set made differently)"; \
+	  rm -rf $(HANDLES_ROOT); $(SEGNOTES) data shapes --root $(HANDLES_ROOT) $(DATA_ARGS) --handles; }
+	@$(SEGNOTES) data verify --root $(HANDLES_ROOT) --checksums data/shapes_handles.sha256
 	@mkdir -p $(dir $@) && touch $@
 
 book: $(DATA_STAMP)
@@ -83,5 +89,5 @@ vendor-js:
 	bash tools/vendor_widgets_js.sh
 
 clean:
-	rm -rf _build $(DATA_ROOT) data/.stamps .pytest_cache benchmarks/results
+	rm -rf _build $(DATA_ROOT) $(HANDLES_ROOT) data/.stamps .pytest_cache benchmarks/results
 	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     shapes.add_argument("--image-size", type=_nonnegative_int, default=128, help="image side in pixels (default 128)")
     shapes.add_argument("--workers", type=_nonnegative_int, default=None, help="processes (default: CPU count)")
     shapes.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    shapes.add_argument(
+        "--handles", action="store_true",
+        help="the variant with handles (the LSE chapter's data): the mask includes an object's handle for some categories only",
+    )
 
     checksums = data_commands.add_parser("checksums", help="write SHA-256 checksums of a data set")
     checksums.add_argument("--root", type=Path, required=True, help="data set folder")
@@ -83,6 +87,7 @@ def _run_data(args: argparse.Namespace) -> int:
             image_size=args.image_size,
             workers=args.workers,
             progress=not args.no_progress,
+            handles=args.handles,
         )
         print(f"shapes data set ready in {root}")
     elif args.data_command == "checksums":

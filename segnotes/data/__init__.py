@@ -10,6 +10,7 @@ from .png import encode_png, write_png
 from .shapes import (
     CATEGORIES,
     GROUPS,
+    HANDLE_IN_MASK,
     Rendered,
     area_ranges,
     default_root,
@@ -25,6 +26,7 @@ from .shapes import (
 __all__ = [
     "CATEGORIES",
     "GROUPS",
+    "HANDLE_IN_MASK",
     "CocoInstances",
     "Rendered",
     "ShapesInstances",

@@ -78,7 +78,8 @@ class CocoInstances(Dataset):
         image (FloatTensor[3, H, W]): RGB in [0, 1].
         target (dict): ``boxes`` (Tensor[N, 4], float32, x1 y1 x2 y2 in pixels),
         ``labels`` (Tensor[N], int64, category ids), ``masks`` (Tensor[N, H, W], uint8 0/1),
-        ``image_id`` (Tensor[], int64), ``area`` (Tensor[N], float32, the annotation's area),
+        ``image_id`` (Tensor[], int64), ``ann_ids`` (Tensor[N], int64, the annotations' ids),
+        ``area`` (Tensor[N], float32, the annotation's area),
         ``iscrowd`` (Tensor[N], int64). Images without annotations give N = 0.
         Annotations whose box has no width or height are dropped (detection losses reject them).
     """
@@ -134,6 +135,7 @@ class CocoInstances(Dataset):
             labels=torch.tensor([a["category_id"] for a in annotations], dtype=torch.int64),
             masks=torch.from_numpy(masks),
             image_id=torch.tensor(image_id, dtype=torch.int64),
+            ann_ids=torch.tensor([a["id"] for a in annotations], dtype=torch.int64),
             area=torch.tensor([a["area"] for a in annotations], dtype=torch.float32),
             iscrowd=torch.tensor([a.get("iscrowd", 0) for a in annotations], dtype=torch.int64),
         )

@@ -4,11 +4,13 @@
             and fixed-vs-learned upsampling (the FCN chapter)
     mask_rcnn   RoIAlign vs RoIPool, sigmoid vs softmax, class-specific vs agnostic masks at
             equal compute (the Mask R-CNN chapter)
+    lse     partially supervised instance segmentation: class-agnostic baseline vs weight transfer
+            vs oracle in both directions, and the transfer ablations (the LSE chapter)
 
 Each chapter's module has a recipe (shared settings), its runs, ``train_run``, ``load_run`` and
 ``load_run_model``; :func:`run_all` trains any chapter's runs in parallel processes.
 """
-from . import fcn, mask_rcnn
+from . import fcn, lse, mask_rcnn
 from .fcn import (
     FCNRecipe,
     InMemorySegmentation,
@@ -25,11 +27,17 @@ from .fcn import (
     sampled_semantic_step,
     train_run,
 )
+from .lse import LSERecipe, LSERunSpec, evaluate_lse, lse_runs
 from .mask_rcnn import MaskRCNNRecipe, MaskRCNNRunSpec, evaluate_mask_rcnn, mask_rcnn_runs
 
 __all__ = [
     "fcn",
     "mask_rcnn",
+    "lse",
+    "LSERecipe",
+    "LSERunSpec",
+    "lse_runs",
+    "evaluate_lse",
     "MaskRCNNRecipe",
     "MaskRCNNRunSpec",
     "mask_rcnn_runs",

@@ -1,4 +1,4 @@
-"""Train the checkpoints the chapters load: ``python -m segnotes.experiments {all,fcn,mask_rcnn} --out DIR``.
+"""Train the checkpoints the chapters load: ``python -m segnotes.experiments {all,fcn,mask_rcnn,lse} --out DIR``.
 
 Runs everything not yet done, resumably: each run checkpoints every few minutes, an interrupted
 run resumes where it stopped, and finished runs are skipped. Each training process uses one
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..cli import int_at_least
-from . import fcn, mask_rcnn
+from . import fcn, lse, mask_rcnn
 from .runner import run_all
 
 __all__ = ["main", "build_parser"]
@@ -22,6 +22,7 @@ __all__ = ["main", "build_parser"]
 CHAPTERS = {
     "fcn": lambda: (fcn.FCNRecipe(), fcn.fcn_runs, fcn.is_done),
     "mask_rcnn": lambda: (mask_rcnn.MaskRCNNRecipe(), mask_rcnn.mask_rcnn_runs, mask_rcnn.is_done),
+    "lse": lambda: (lse.LSERecipe(), lse.lse_runs, lse.is_done),
 }
 
 
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=_positive_int, default=1, help="torch threads per process (default 1; results depend on it)")
     parser.add_argument("--device", default="cpu", help="'cpu' (default), 'cuda', 'cuda:1' or 'auto'")
     parser.add_argument("--data-root", type=Path, default=None, help="shapes data set folder (default: segnotes.data.default_root())")
+    parser.add_argument("--handles-root", type=Path, default=None,
+                        help="shapes-with-handles folder, for lse (default: segnotes.experiments.lse.handles_root())")
     parser.add_argument("--list", action="store_true", help="list the runs and whether they are done, then exit")
     return parser
 
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         start = time.perf_counter()
         log = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {chapter}: {text}", flush=True)
-        trained = run_all(runs, recipe, args.out, jobs=args.jobs, data_root=args.data_root, device=device,
+        data_root = args.handles_root if chapter == "lse" else args.data_root
+        trained = run_all(runs, recipe, args.out, jobs=args.jobs, data_root=data_root, device=device,
                           threads=args.threads, log=log)
         log(f"{len(trained)} runs trained, {len(runs) - len(trained)} already done, {(time.perf_counter() - start) / 60:.1f} min")
     return 0

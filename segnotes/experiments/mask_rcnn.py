@@ -45,6 +45,7 @@ __all__ = [
     "collate_instances",
     "predict",
     "evaluate_mask_rcnn",
+    "detection_trainer",
     "run_path",
     "is_done",
     "load_run",
@@ -373,22 +374,36 @@ def train_run(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         model = _build_model(spec.variant, recipe.num_classes, recipe.backbone)
+    monitor = Subset(val_set, range(min(recipe.monitor_images, len(val_set))))
+    trainer = detection_trainer(
+        model, train_set, recipe, spec, _partial_path(out, spec.name), lambda m: _flat(evaluate_mask_rcnn(m, monitor)),
+        device=device, progress=progress,
+    )
+    trainer.fit(resume=True, stop_at_step=stop_at_step)
+    if trainer.epoch < trainer.config.epochs:
+        return None
+    return _finish(trainer, spec, recipe, out, val_set)
+
+
+def detection_trainer(model, train_set, recipe, spec, checkpoint_path: Path, monitor, *, device="cpu",
+                      progress: bool = False) -> Trainer:
+    """The :class:`~segnotes.engine.Trainer` of one detection run (this chapter's and the LSE chapter's).
+
+    AdamW at ``recipe.lr`` with a linear warmup and a cosine decay to ``recipe.min_lr_factor``, gradient
+    clipping, no mixed precision (the runs must be reproducible on a CPU), ``monitor(model) -> dict``
+    after every epoch, a resumable checkpoint every ``recipe.checkpoint_every`` steps; seeded by
+    ``spec.seed`` and tagged with ``spec.name``.
+    """
     config = TrainConfig(
         epochs=recipe.epochs, batch_size=recipe.batch_size, optimizer="adamw", lr=recipe.lr,
         weight_decay=recipe.weight_decay, schedule="cosine", min_factor=recipe.min_lr_factor,
         warmup_steps=recipe.warmup_steps, grad_clip=recipe.grad_clip, amp=False, seed=spec.seed, num_workers=0,
         eval_every=1, checkpoint_every=recipe.checkpoint_every,
     )
-    monitor = Subset(val_set, range(min(recipe.monitor_images, len(val_set))))
-    trainer = Trainer(
-        model, train_set, config, device=device, checkpoint_path=_partial_path(out, spec.name),
-        meta={"run": spec.name}, step_fn=detection_step, collate_fn=collate_instances, progress=progress,
-        eval_fn=lambda m: _flat(evaluate_mask_rcnn(m, monitor)),
+    return Trainer(
+        model, train_set, config, device=device, checkpoint_path=checkpoint_path, meta={"run": spec.name},
+        step_fn=detection_step, collate_fn=collate_instances, progress=progress, eval_fn=monitor,
     )
-    trainer.fit(resume=True, stop_at_step=stop_at_step)
-    if trainer.epoch < config.epochs:
-        return None
-    return _finish(trainer, spec, recipe, out, val_set)
 
 
 def _flat(scores: dict) -> dict:

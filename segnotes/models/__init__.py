@@ -8,6 +8,11 @@
                         sigmoid/softmax, class-specific/agnostic masks)
     MaskRCNN            the model (torchvision's MaskRCNN with MaskRoIHeads)
     mask_rcnn_loss      the mask loss; mask_probabilities, its inference counterpart
+    maskx_rcnn          build Mask^X R-CNN (Learning to Segment Every Thing): masks for box-only
+                        classes through a weight transfer function
+    MaskXRCNN           the model (MaskRCNN with MaskXRoIHeads; set_stage for stage-wise training)
+    WeightTransfer      T: detection weights to mask weights; detection_weights gives its input
+    MaskXPredictor      deconv + transferred (or class-agnostic) logits + FusedMaskMLP
 """
 from .backbones import VGGBackbone, convolutionalize, vgg16_backbone, vgg_small_backbone
 from .fcn import BACKBONES, FCN, VARIANTS, fcn, minimum_input_size
@@ -20,6 +25,15 @@ from .mask_rcnn import (
     mask_rcnn,
     mask_rcnn_loss,
     tiny_resnet_fpn_backbone,
+)
+from .maskx_rcnn import (
+    FusedMaskMLP,
+    MaskXPredictor,
+    MaskXRCNN,
+    MaskXRoIHeads,
+    WeightTransfer,
+    detection_weights,
+    maskx_rcnn,
 )
 
 __all__ = [
@@ -40,4 +54,11 @@ __all__ = [
     "mask_probabilities",
     "tiny_resnet_fpn_backbone",
     "MASK_RCNN_BACKBONES",
+    "MaskXRCNN",
+    "MaskXRoIHeads",
+    "MaskXPredictor",
+    "FusedMaskMLP",
+    "WeightTransfer",
+    "detection_weights",
+    "maskx_rcnn",
 ]

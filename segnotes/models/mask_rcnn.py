@@ -262,21 +262,8 @@ class MaskRoIHeads(RoIHeads):
 
         if self.training:
             loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
-            # The mask loss is defined on positive RoIs only (the paper, section 3).
-            positive = [torch.where(lab > 0)[0] for lab in labels]
-            mask_boxes = [p[i] for p, i in zip(proposals, positive)]
-            mask_matched = [m[i] for m, i in zip(matched_idxs, positive)]
-            mask_logits = self._mask_logits(features, mask_boxes, image_shapes)  # [K, C, M, M]
-            loss_mask = mask_rcnn_loss(
-                mask_logits,
-                mask_boxes,
-                [t["masks"] for t in targets],
-                [t["labels"] for t in targets],
-                mask_matched,
-                loss=self.mask_loss,
-                class_agnostic=self.class_agnostic,
-            )
-            losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg, "loss_mask": loss_mask}
+            losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
+            losses.update(self._mask_losses(features, proposals, image_shapes, targets, labels, matched_idxs))
             return [], losses
 
         boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
@@ -288,12 +275,73 @@ class MaskRoIHeads(RoIHeads):
         ]
         return result, {}
 
+    def _mask_losses(
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+        targets: list[dict[str, Tensor]],
+        labels: list[Tensor],
+        matched_idxs: list[Tensor],
+    ) -> dict[str, Tensor]:
+        """``{"loss_mask": L_mask}`` over the sampled RoIs that :meth:`_mask_rois` keeps.
+
+        Args:
+            proposals (List[Tensor[R_i, 4]]): each image's sampled RoIs.
+            labels (List[Tensor[R_i]], int64): their classes (0: background).
+            matched_idxs (List[Tensor[R_i]], int64): their ground truths' indices in ``targets``.
+            features, image_shapes, targets: as in :meth:`forward`.
+        """
+        keep = self._mask_rois(labels, matched_idxs, targets)
+        mask_boxes = [p[i] for p, i in zip(proposals, keep)]
+        mask_matched = [m[i] for m, i in zip(matched_idxs, keep)]
+        mask_logits = self._mask_logits(features, mask_boxes, image_shapes)  # [K, C, M, M]
+        loss_mask = mask_rcnn_loss(
+            mask_logits,
+            mask_boxes,
+            [t["masks"] for t in targets],
+            [t["labels"] for t in targets],
+            mask_matched,
+            loss=self.mask_loss,
+            class_agnostic=self.class_agnostic,
+        )
+        return {"loss_mask": loss_mask}
+
+    def _mask_rois(self, labels: list[Tensor], matched_idxs: list[Tensor], targets: list[dict[str, Tensor]]):
+        """Indices (List[Tensor[K_i]], int64) of the sampled RoIs that enter the mask loss.
+
+        The mask loss is defined on positive RoIs only (the paper, section 3).
+        """
+        return [torch.where(lab > 0)[0] for lab in labels]
+
     def _mask_logits(self, features: dict[str, Tensor], boxes: list[Tensor], image_shapes) -> Tensor:
         """Mask logits Tensor[K, C, M, M] of ``boxes`` (14 x 14 RoI features, head, 2x deconv)."""
         return self.mask_predictor(self.mask_head(self.mask_roi_pool(features, boxes, image_shapes)))
 
     def extra_repr(self) -> str:
         return f"mask_loss={self.mask_loss!r}, class_agnostic={self.class_agnostic}"
+
+
+def _roi_heads_like(cls: type, heads: RoIHeads, **changes) -> RoIHeads:
+    """A ``cls`` (``MaskRoIHeads`` or a subclass) with the settings and modules of ``heads``, except
+    ``changes`` (keyword arguments of ``cls``). Modules are shared, not copied."""
+    settings = {
+        "box_roi_pool": heads.box_roi_pool,
+        "box_head": heads.box_head,
+        "box_predictor": heads.box_predictor,
+        "fg_iou_thresh": heads.proposal_matcher.high_threshold,
+        "bg_iou_thresh": heads.proposal_matcher.low_threshold,
+        "batch_size_per_image": heads.fg_bg_sampler.batch_size_per_image,
+        "positive_fraction": heads.fg_bg_sampler.positive_fraction,
+        "bbox_reg_weights": heads.box_coder.weights,
+        "score_thresh": heads.score_thresh,
+        "nms_thresh": heads.nms_thresh,
+        "detections_per_img": heads.detections_per_img,
+        "mask_roi_pool": heads.mask_roi_pool,
+        "mask_head": heads.mask_head,
+        "mask_predictor": heads.mask_predictor,
+    }
+    return cls(**{**settings, **changes})
 
 
 def _last_conv_channels(module: nn.Module) -> int | None:
@@ -401,22 +449,11 @@ class MaskRCNN(tv_detection.MaskRCNN):
             mask_predictor=mask_predictor,
             **kwargs,
         )
-        built = self.roi_heads
-        self.roi_heads = MaskRoIHeads(
-            box_roi_pool,
-            built.box_head,
-            built.box_predictor,
-            built.proposal_matcher.high_threshold,  # fg_iou_thresh
-            built.proposal_matcher.low_threshold,  # bg_iou_thresh
-            built.fg_bg_sampler.batch_size_per_image,
-            built.fg_bg_sampler.positive_fraction,
-            built.box_coder.weights,
-            built.score_thresh,
-            built.nms_thresh,
-            built.detections_per_img,
+        self.roi_heads = _roi_heads_like(
+            MaskRoIHeads,
+            self.roi_heads,
+            box_roi_pool=box_roi_pool,
             mask_roi_pool=mask_roi_pool,
-            mask_head=built.mask_head,
-            mask_predictor=built.mask_predictor,
             mask_loss=mask_loss,
             class_agnostic=class_agnostic_masks,
         )
@@ -439,8 +476,12 @@ class MaskRCNN(tv_detection.MaskRCNN):
             Dict[str, Tensor[]] of losses (train mode) or a list of dicts of detections (eval).
         """
         if self.training:
-            _check_training_inputs("MaskRCNN", images, targets, self.num_classes)
+            self._check_targets(images, targets)
         return super().forward(images, targets)
+
+    def _check_targets(self, images, targets) -> None:
+        """Check the training inputs; errors name the class (``MaskRCNN`` or a subclass)."""
+        _check_training_inputs(type(self).__name__, images, targets, self.num_classes)
 
 
 def _check_training_inputs(fn: str, images, targets, num_classes: int) -> None:
@@ -655,6 +696,16 @@ def mask_rcnn(
     check_choice(fn, "backbone", backbone, MASK_RCNN_BACKBONES)
     check_choice(fn, "roi_op", roi_op, ROI_OPS)
     check_choice(fn, "mask_loss", mask_loss, MASK_LOSSES)
+    given = {"min_size": min_size, "max_size": max_size, "canonical_scale": canonical_scale}
+    net, settings = _backbone_and_settings(fn, backbone, pretrained_backbone, given, kwargs)
+    return MaskRCNN(
+        net, num_classes, roi_op=roi_op, mask_loss=mask_loss, class_agnostic_masks=class_agnostic_masks, **settings
+    )
+
+
+def _backbone_and_settings(fn: str, backbone: str, pretrained_backbone: bool, given: dict, kwargs: dict):
+    """The backbone network and the model settings of a factory: the backbone's defaults (see
+    :func:`mask_rcnn`), then the ``given`` ones that are not None, then ``kwargs``."""
     if backbone == "tiny_resnet_fpn":
         if pretrained_backbone:
             raise ValueError(
@@ -665,8 +716,4 @@ def mask_rcnn(
     else:
         net = _resnet50_fpn_backbone(bool(pretrained_backbone))
         defaults = {"min_size": 800, "max_size": 1333, "canonical_scale": 224}
-    given = {"min_size": min_size, "max_size": max_size, "canonical_scale": canonical_scale}
-    settings = {**defaults, **{k: v for k, v in given.items() if v is not None}, **kwargs}
-    return MaskRCNN(
-        net, num_classes, roi_op=roi_op, mask_loss=mask_loss, class_agnostic_masks=class_agnostic_masks, **settings
-    )
+    return net, {**defaults, **{k: v for k, v in given.items() if v is not None}, **kwargs}

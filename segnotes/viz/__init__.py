@@ -27,6 +27,13 @@ from .roi import (
     roi_pool_bins,
     roi_sampling_figure,
 )
+from .transfer import (
+    cosine_similarity_matrix,
+    given_box_figure,
+    handles_figure,
+    weight_similarity_figure,
+    weight_transfer_diagram,
+)
 
 __all__ = [
     "voc_palette",
@@ -54,4 +61,9 @@ __all__ = [
     "misalignment_table",
     "mask_rcnn_stages",
     "mask_rcnn_pipeline_figure",
+    "handles_figure",
+    "weight_transfer_diagram",
+    "cosine_similarity_matrix",
+    "weight_similarity_figure",
+    "given_box_figure",
 ]

@@ -18,6 +18,7 @@ from pycocotools.coco import COCO
 from segnotes.data import (
     CATEGORIES,
     GROUPS,
+    HANDLE_IN_MASK,
     area_ranges,
     default_root,
     ensure_shapes,
@@ -401,3 +402,67 @@ def test_statistics(shapes_root, tiny):
         assert 0.5 < s["pixel_shares"]["background"] < 0.95
     with pytest.raises(FileNotFoundError, match="statistics: no complete shapes data set"):
         statistics(shapes_root / "nowhere")
+
+
+# ----------------------------------------------------------------------------------------------
+# The variant with handles (the LSE chapter's data)
+
+
+def test_handles_off_leaves_every_image_unchanged():
+    # the option draws its random numbers after everything else: without it, nothing moves
+    for index in range(4):
+        plain = render(3, "train", index)
+        explicit = render(3, "train", index, handles=False)
+        assert plain.handles is None and explicit.handles is None
+        np.testing.assert_array_equal(plain.image, explicit.image)
+        np.testing.assert_array_equal(plain.owners, explicit.owners)
+
+
+def test_handles_follow_each_category_rule():
+    seen = {True: 0, False: 0}
+    for index in range(12):
+        rendered = render(0, "train", index, handles=True)
+        annotations = shapes._annotations(rendered)
+        for k, annotation in enumerate(annotations, start=1):
+            if annotation["iscrowd"]:
+                continue
+            owned = rendered.owners == k
+            mask = mask_utils.decode(dict(annotation["segmentation"], counts=annotation["segmentation"]["counts"].encode())).astype(bool)
+            handle = mask_utils.decode(dict(annotation["handle"], counts=annotation["handle"]["counts"].encode())).astype(bool)
+            assert not (handle & ~owned).any()
+            rule = HANDLE_IN_MASK[annotation["category_id"]]
+            if rule:
+                np.testing.assert_array_equal(mask, owned)
+            else:
+                np.testing.assert_array_equal(mask, owned & ~handle)
+                assert (rendered.label[handle] == 255).all()  # left out of the mask: void, not background
+            assert annotation["area"] == mask.sum() > 0
+            # the box covers the whole object, handle included
+            x, y, w, h = annotation["bbox"]
+            rows, cols = np.flatnonzero(owned.any(1)), np.flatnonzero(owned.any(0))
+            assert (x, y, x + w - 1, y + h - 1) == (cols[0], rows[0], cols[-1], rows[-1])
+            seen[rule] += bool(handle.any())
+    assert seen[True] > 10 and seen[False] > 10  # both rules occur with visible handles
+
+
+def test_handle_rule_pairs_look_alike_categories_across_groups():
+    supercategory = {c["id"]: c["supercategory"] for c in CATEGORIES}
+    for a in GROUPS["A"]:
+        for b in GROUPS["B"]:
+            if supercategory[a] == supercategory[b]:
+                assert HANDLE_IN_MASK[a] == HANDLE_IN_MASK[b]
+    for group, other in (("A", "B"), ("B", "A")):  # every rule of one group occurs in the other
+        assert {HANDLE_IN_MASK[c] for c in GROUPS[group]} == {HANDLE_IN_MASK[c] for c in GROUPS[other]}
+
+
+def test_generate_with_handles_records_the_option(tmp_path):
+    root = generate(tmp_path / "h", 2, 1, seed=1, workers=1, progress=False, handles=True)
+    meta = json.loads((root / "meta.json").read_text())
+    assert meta["arguments"]["handles"] is True
+    assert all("handle_in_mask" in c for c in meta["categories"])
+    coco = json.loads((root / "train" / "instances.json").read_text())
+    assert all("handle" in a for a in coco["annotations"] if not a["iscrowd"])
+    with pytest.raises(ValueError, match="made with"):
+        generate(root, 2, 1, seed=1, workers=1, progress=False)  # the same folder without handles
+    with pytest.raises(TypeError, match="handles must be a bool"):
+        generate(tmp_path / "x", 2, 1, handles="yes")

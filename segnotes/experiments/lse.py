@@ -1,0 +1,457 @@
+"""The "Learning to Segment Every Thing" chapter's experiments: masks for box-only classes.
+
+Hu et al. (CVPR 2018) split the classes into a group A with masks and a group B with boxes only,
+train on both, and measure mask AP on B. We follow their protocol on the shapes data set with
+handles (:func:`segnotes.data.render`, ``handles=True``), whose group A and B are
+:data:`segnotes.data.GROUPS`. A handle's box is the object's, but whether the handle belongs to
+the mask depends on the category (:data:`segnotes.data.HANDLE_IN_MASK`), so a head that does not
+know the class cannot be right for every class. The runs, per seed (``LSERecipe.seeds``)::
+
+    lse_oracle_s{seed}              Mask R-CNN, class-specific masks for every class (the upper bound)
+    lse_agnostic_{dir}_s{seed}      class-agnostic FCN mask head + fused MLP (the paper's baseline)
+    lse_transfer_{dir}_s{seed}      Mask^X R-CNN: cls+box -> 2-layer LeakyReLU transfer, fused MLP,
+                                    stop-gradient, end-to-end
+
+for both directions ``dir``: ``a2b`` (masks from A, evaluated on B) and ``b2a``. The ablations of
+the paper's Table 1 train once, on the first seed, in the direction ``a2b``::
+
+    lse_transfer_cls_a2b_s0 / _box_   transfer input: class or box weights only
+    lse_transfer_linear_a2b_s0        a linear transfer function
+    lse_transfer_fcn_a2b_s0           transfer without the fused MLP
+    lse_agnostic_fcn_a2b_s0           class-agnostic head without the fused MLP (not by default)
+    lse_transfer_stagewise_a2b_s0     stage-wise: box detector first, then the frozen detector's
+                                      mask head and transfer function (half the steps each)
+
+Every run has the same data order, schedule and number of steps (equal compute). The oracle is
+direction-free: one run scores both groups. Each run is deterministic for a fixed thread count and
+resumable; its finished file ``<out>/lse/<name>.pt`` holds the history and the scores of
+:func:`evaluate_lse` on the whole val set (with the float16 weights it stores), and, for the runs of
+``keep_weights_seeds`` in ``keep_weights_directions``, the weights.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .._checks import check_choice, check_int, describe
+from ..engine import Trainer, detection_step
+from ..metrics import average_precision, detections_from_predictions
+from ..utils import model_device
+from .mask_rcnn import AP_KEYS, _coco_of, _flat, collate_instances, detection_trainer, hflip_instances, predict
+from .runner import finish_run, load_finished, run_all
+
+__all__ = [
+    "LSERecipe",
+    "LSERunSpec",
+    "VARIANTS",
+    "DIRECTIONS",
+    "lse_runs",
+    "masks_given_boxes",
+    "evaluate_lse",
+    "handles_root",
+    "run_path",
+    "is_done",
+    "load_run",
+    "load_run_model",
+    "train_run",
+    "run_all",
+]
+
+# direction -> (group with masks at training time, group whose masks are withheld and evaluated)
+DIRECTIONS = {"a2b": ("A", "B"), "b2a": ("B", "A")}
+
+# variant -> how to build it: "oracle" is Mask R-CNN; the others are maskx_rcnn() switches
+VARIANTS: dict[str, dict] = {
+    "oracle": {},
+    "agnostic": dict(class_agnostic=True, fused_mlp=True),
+    "transfer": dict(transfer_input="cls+box", transfer_layers=2, fused_mlp=True),
+    "transfer_cls": dict(transfer_input="cls", transfer_layers=2, fused_mlp=True),
+    "transfer_box": dict(transfer_input="box", transfer_layers=2, fused_mlp=True),
+    "transfer_linear": dict(transfer_input="cls+box", transfer_layers=1, fused_mlp=True),
+    "transfer_fcn": dict(transfer_input="cls+box", transfer_layers=2, fused_mlp=False),
+    "agnostic_fcn": dict(class_agnostic=True, fused_mlp=False),
+    "transfer_stagewise": dict(transfer_input="cls+box", transfer_layers=2, fused_mlp=True),
+}
+MAIN_VARIANTS = ("oracle", "agnostic", "transfer")
+ABLATIONS = ("transfer_cls", "transfer_box", "transfer_linear", "transfer_fcn", "agnostic_fcn", "transfer_stagewise")
+# trained by default: all but the baseline without MLP (the MLP's effect is measured on transfer)
+DEFAULT_ABLATIONS = ("transfer_cls", "transfer_box", "transfer_linear", "transfer_fcn", "transfer_stagewise")
+
+
+@dataclass(frozen=True)
+class LSERecipe:
+    """Settings shared by all LSE runs (the defaults are what ``make checkpoints`` trains).
+
+    Attributes:
+        num_classes: K, background included (shapes: 10).
+        seeds: seeds of the main comparison (oracle, agnostic, transfer in both directions).
+        ablations: which of the ablation variants (:data:`ABLATIONS`) to train (first seed,
+            direction ``a2b``); by default all but ``agnostic_fcn``.
+        batch_size, epochs, lr, weight_decay, warmup_steps, min_lr_factor, grad_clip, flip: as
+            the Mask R-CNN chapter's recipe (AdamW, warmup then cosine decay, from scratch).
+        train_images, val_images: use only the first so many images (None: all).
+        monitor_images: val images evaluated after each epoch, for the learning curves.
+        keep_weights_seeds, keep_weights_directions: which main runs store their weights (the
+            oracle keeps them with any direction listed).
+        checkpoint_every: optimizer steps between resumable checkpoints.
+    """
+
+    num_classes: int = 10
+    seeds: tuple[int, ...] = (0, 1)
+    ablations: tuple[str, ...] = DEFAULT_ABLATIONS
+    batch_size: int = 8
+    epochs: int = 4
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    min_lr_factor: float = 0.02
+    grad_clip: float | None = 10.0
+    flip: bool = True
+    train_images: int | None = None
+    val_images: int | None = None
+    monitor_images: int = 100
+    keep_weights_seeds: tuple[int, ...] = (0,)
+    keep_weights_directions: tuple[str, ...] = ("a2b",)
+    checkpoint_every: int = 100
+
+    def __post_init__(self) -> None:
+        fn = "LSERecipe"
+        for name in ("num_classes", "batch_size", "epochs", "monitor_images", "checkpoint_every"):
+            check_int(fn, name, getattr(self, name), minimum=1)
+        check_int(fn, "warmup_steps", self.warmup_steps, minimum=0)
+        if not self.seeds:
+            raise ValueError(f"{fn}: seeds must hold at least one seed, got {self.seeds!r}")
+        for seed in (*self.seeds, *self.keep_weights_seeds):
+            check_int(fn, "seeds[i]", seed, minimum=0)
+        for variant in self.ablations:
+            check_choice(fn, "ablations[i]", variant, ABLATIONS)
+        for direction in self.keep_weights_directions:
+            check_choice(fn, "keep_weights_directions[i]", direction, tuple(DIRECTIONS))
+        for name in ("train_images", "val_images"):
+            if getattr(self, name) is not None:
+                check_int(fn, name, getattr(self, name), minimum=1)
+        for name in ("seeds", "ablations", "keep_weights_seeds", "keep_weights_directions"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+
+@dataclass(frozen=True)
+class LSERunSpec:
+    """One training run: ``name``, ``variant`` (a key of :data:`VARIANTS`), ``direction`` (a key
+    of :data:`DIRECTIONS`, None for the oracle), ``seed``, ``keep_weights``. ``parent`` is always
+    None (every run starts from a random initialisation); it is there for :func:`run_all`."""
+
+    name: str
+    variant: str
+    direction: str | None
+    seed: int
+    keep_weights: bool = True
+    parent: str | None = None
+
+
+def lse_runs(recipe: LSERecipe | None = None) -> list[LSERunSpec]:
+    """The runs of the LSE chapter: per seed agnostic and transfer in ``a2b``, the oracle, the same
+    pair in ``b2a``; then the ablations (first seed, ``a2b``).
+
+    Returns:
+        list of LSERunSpec named ``lse_oracle_s{seed}`` and ``lse_{variant}_{direction}_s{seed}``.
+    """
+    recipe = LSERecipe() if recipe is None else recipe
+    if not isinstance(recipe, LSERecipe):
+        raise TypeError(f"lse_runs: recipe must be an LSERecipe, got {describe(recipe)}")
+
+    def keep(seed, direction):
+        return seed in recipe.keep_weights_seeds and (direction is None or direction in recipe.keep_weights_directions)
+
+    runs = []
+    for seed in recipe.seeds:
+        for direction in DIRECTIONS:
+            for variant in ("agnostic", "transfer"):
+                runs.append(
+                    LSERunSpec(f"lse_{variant}_{direction}_s{seed}", variant, direction, seed, keep(seed, direction))
+                )
+        runs.insert(-2, LSERunSpec(f"lse_oracle_s{seed}", "oracle", None, seed, keep(seed, None)))
+    seed = recipe.seeds[0]
+    runs += [LSERunSpec(f"lse_{v}_a2b_s{seed}", v, "a2b", seed, keep_weights=False) for v in recipe.ablations]
+    return runs
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+def handles_root() -> Path:
+    """Default folder of the shapes data set with handles: ``shapes_handles`` beside the default one."""
+    from ..data import default_root
+
+    return default_root().with_name("shapes_handles")
+
+
+def _load_data(recipe: LSERecipe, direction: str | None, data_root) -> tuple[Dataset, Dataset]:
+    from ..data import ShapesInstances
+
+    root = handles_root() if data_root is None else data_root
+    withheld = None if direction is None else DIRECTIONS[direction][1]
+    train = ShapesInstances(root, "train", partial=withheld, transforms=hflip_instances if recipe.flip else None)
+    val = ShapesInstances(root, "val")
+    if recipe.train_images is not None:
+        train = Subset(train, range(min(recipe.train_images, len(train))))
+    if recipe.val_images is not None:
+        val = Subset(val, range(min(recipe.val_images, len(val))))
+    return train, val
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def masks_given_boxes(model: nn.Module, images: Sequence[Tensor], boxes: Sequence[Tensor], labels: Sequence[Tensor]):
+    """The mask branch's masks for given boxes and classes (no detection involved).
+
+    Isolates the mask head from the detector: the question "given the right box and class, how
+    good is the mask?" is what a transfer function can change.
+
+    Args:
+        model: a :class:`~segnotes.models.MaskRCNN` or :class:`~segnotes.models.MaskXRCNN` (its
+            transform must not resize, as for the tiny models at 128 px).
+        images (list of Tensor[3, H, W]): RGB in [0, 1].
+        boxes (list of Tensor[N_i, 4], float): ``x1 y1 x2 y2`` per image.
+        labels (list of Tensor[N_i], int64): classes per image.
+
+    Returns:
+        list of Tensor[N_i, H, W] (float): mask probabilities pasted into each image.
+    """
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    from ..models import mask_probabilities
+
+    was_training = model.training
+    model.eval()
+    try:
+        device = model_device(model)
+        image_list, _ = model.transform([im.to(device) for im in images])
+        if [tuple(im.shape[-2:]) for im in images] != [tuple(s) for s in image_list.image_sizes]:
+            raise ValueError("masks_given_boxes: the model's transform resizes the images; use min_size = max_size = the image size")
+        features = model.backbone(image_list.tensors)
+        heads = model.roi_heads
+        boxes = [b.to(device, torch.float32) for b in boxes]
+        labels = [lab.to(device) for lab in labels]
+        logits = heads._mask_logits(features, boxes, image_list.image_sizes)
+        probs = mask_probabilities(logits, labels, loss=heads.mask_loss, class_agnostic=heads.class_agnostic)
+        return [
+            paste_masks_in_image(p, b, tuple(im.shape[-2:]))[:, 0].cpu() if len(b) else torch.zeros(0, *im.shape[-2:])
+            for p, b, im in zip(probs, boxes, images)
+        ]
+    finally:
+        model.train(was_training)
+
+
+def _given_box_scores(model: nn.Module, dataset: Dataset, coco, batch_size: int = 16) -> dict:
+    """Per category: mean mask IoU given the true box and class, and how much of the handle is mask.
+
+    Returns:
+        dict: category id -> {"iou": mean IoU, "handle_kept": mean fraction of the visible handle
+        pixels predicted as mask (instances with a visible handle), "instances": count}.
+    """
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_instances)
+    ious, kept = {}, {}
+    for images, targets in loader:
+        boxes = [t["boxes"] for t in targets]
+        labels = [t["labels"] for t in targets]
+        probs = masks_given_boxes(model, images, boxes, labels)
+        for target, prob in zip(targets, probs):
+            pred = prob >= 0.5
+            gt = target["masks"].bool()
+            inter = (pred & gt).flatten(1).sum(1).double()
+            union = (pred | gt).flatten(1).sum(1).double()
+            for k, (label, ann_id) in enumerate(zip(target["labels"].tolist(), target["ann_ids"].tolist())):
+                ious.setdefault(label, []).append(float(inter[k] / union[k].clamp(min=1)))
+                handle_rle = coco.anns[ann_id].get("handle")
+                if handle_rle is None:
+                    continue
+                handle = torch.from_numpy(mask_utils.decode(dict(handle_rle, counts=handle_rle["counts"].encode()))).bool()
+                if handle.any():
+                    kept.setdefault(label, []).append(float((pred[k] & handle).sum() / handle.sum()))
+    return {
+        c: {"iou": float(np.mean(v)), "handle_kept": float(np.mean(kept[c])) if c in kept else float("nan"),
+            "instances": len(v)}
+        for c, v in sorted(ious.items())
+    }
+
+
+def _group_ap(ground_truth: dict, detections: list[dict], category_ids, area_ranges) -> dict:
+    """Box and mask AP over the categories ``category_ids`` only (COCO's mean over those)."""
+    wanted = set(category_ids)
+    gt = dict(ground_truth)
+    gt["categories"] = [c for c in ground_truth["categories"] if c["id"] in wanted]
+    gt["annotations"] = [a for a in ground_truth["annotations"] if a["category_id"] in wanted]
+    dets = [d for d in detections if d["category_id"] in wanted]
+    scores = {}
+    for iou_type in ("bbox", "segm"):
+        result = average_precision(gt, dets, iou_type=iou_type, area_ranges=area_ranges)
+        scores[iou_type] = {k: float(result[k]) for k in AP_KEYS}
+    return scores
+
+
+def evaluate_lse(model: nn.Module, dataset: Dataset, *, batch_size: int = 8, given_box: bool = True) -> dict:
+    """Box and mask AP per category group, and the given-box mask diagnostics.
+
+    Args:
+        model: a Mask R-CNN or Mask^X R-CNN.
+        dataset: the shapes-with-handles val set (a ``ShapesInstances`` or a Subset of one).
+        batch_size (int): images per forward pass.
+        given_box (bool): also compute :func:`masks_given_boxes` scores per category.
+
+    Returns:
+        dict: ``{"A": {"bbox": {AP, ...}, "segm": {...}}, "B": {...}, "all": {...}}`` and, with
+        ``given_box``, ``"given_box"``: category id -> {"iou", "handle_kept", "instances"}.
+    """
+    from ..data import GROUPS
+    from ..data import area_ranges as shapes_area_ranges
+
+    coco = _coco_of(dataset)
+    predictions, image_ids = predict(model, dataset, batch_size=batch_size)
+    detections = detections_from_predictions(predictions, image_ids)
+    ground_truth = dict(coco.dataset)
+    ground_truth["images"] = [coco.imgs[i] for i in image_ids]
+    ground_truth["annotations"] = [a for i in image_ids for a in coco.imgToAnns.get(i, [])]
+    side = max(coco.imgs[image_ids[0]]["height"], coco.imgs[image_ids[0]]["width"]) if image_ids else 128
+    ranges = shapes_area_ranges(side)
+    all_ids = [c["id"] for c in ground_truth["categories"]]
+    scores = {name: _group_ap(ground_truth, detections, ids, ranges) for name, ids in GROUPS.items()}
+    scores["all"] = _group_ap(ground_truth, detections, all_ids, ranges)
+    if given_box:
+        scores["given_box"] = _given_box_scores(model, dataset, coco)
+    return scores
+
+
+def _monitor_scores(model: nn.Module, dataset: Dataset) -> dict:
+    """Flat per-epoch scores for the learning curves: mask AP of each group."""
+    scores = evaluate_lse(model, dataset, given_box=False)
+    return {f"{group}_{k}": v for group in ("A", "B") for k, v in _flat(scores[group]).items() if k.endswith("AP")}
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+
+
+def run_path(out: str | Path, name: str) -> Path:
+    """Where the finished checkpoint of run ``name`` lives: ``<out>/lse/<name>.pt``."""
+    return Path(out) / "lse" / f"{name}.pt"
+
+
+def _partial_path(out, name: str) -> Path:
+    return Path(out) / "lse" / f"{name}.partial.pt"
+
+
+def is_done(out: str | Path, name: str) -> bool:
+    """Whether run ``name`` has a finished checkpoint under ``out``."""
+    return run_path(out, name).is_file()
+
+
+def load_run(out: str | Path, name: str) -> dict:
+    """A finished run's checkpoint: ``meta`` (spec, recipe, scores), ``history`` and ``model`` (or None)."""
+    return load_finished(run_path(out, name), name)
+
+
+def build_model(variant: str, direction: str | None, num_classes: int = 10) -> nn.Module:
+    """The untrained model of a run: Mask R-CNN for the oracle, else Mask^X R-CNN whose
+    ``mask_classes`` are the direction's mask group."""
+    from ..data import GROUPS
+    from ..models import mask_rcnn, maskx_rcnn
+
+    check_choice("build_model", "variant", variant, tuple(VARIANTS))
+    if variant == "oracle":
+        return mask_rcnn(num_classes)
+    check_choice("build_model", "direction", direction, tuple(DIRECTIONS))
+    return maskx_rcnn(num_classes, GROUPS[DIRECTIONS[direction][0]], **VARIANTS[variant])
+
+
+def load_run_model(out: str | Path, name: str, device: torch.device | str = "cpu") -> nn.Module:
+    """The trained model of a finished run, in eval mode.
+
+    Raises:
+        ValueError: the run was saved without weights.
+    """
+    state = load_run(out, name)
+    if state["model"] is None:
+        raise ValueError(f"load_run_model: run {name!r} was saved without weights (keep_weights=False)")
+    spec, recipe = state["meta"]["spec"], state["meta"]["recipe"]
+    model = build_model(spec["variant"], spec["direction"], recipe["num_classes"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+def _stagewise_step(model: nn.Module, batch, *, trainer: Trainer, switch_step: int):
+    """Stage-wise training in one schedule: the detector alone, then the mask branch on it, frozen."""
+    stage = "detector" if trainer.step < switch_step else "mask"
+    if model.stage != stage:
+        model.set_stage(stage)
+    return detection_step(model, batch)
+
+
+def train_run(
+    spec: LSERunSpec,
+    recipe: LSERecipe,
+    out: str | Path,
+    *,
+    data_root=None,
+    data: tuple[Dataset, Dataset] | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    stop_at_step: int | None = None,
+) -> dict | None:
+    """Train one run (or resume it, or skip it when finished) and write its checkpoint.
+
+    Args:
+        spec (LSERunSpec): the run.
+        recipe (LSERecipe): shared settings.
+        out: checkpoint root; files go to ``<out>/lse/``.
+        data_root: the shapes-with-handles folder (default :func:`handles_root`).
+        data: ``(train, val)`` data sets instead of loading the shapes set (tests); the train
+            set must already withhold the direction's masks.
+        device: where to train.
+        progress (bool): tqdm bars.
+        stop_at_step (int): interrupt after this many steps (tests); the partial checkpoint stays.
+
+    Returns:
+        dict: the finished run's ``meta``; None when interrupted by ``stop_at_step``.
+    """
+    fn = "train_run"
+    if not isinstance(spec, LSERunSpec):
+        raise TypeError(f"{fn}: spec must be an LSERunSpec, got {describe(spec)}")
+    if not isinstance(recipe, LSERecipe):
+        raise TypeError(f"{fn}: recipe must be an LSERecipe, got {describe(recipe)}")
+    if is_done(out, spec.name):
+        return load_run(out, spec.name)["meta"]
+    train_set, val_set = data if data is not None else _load_data(recipe, spec.direction, data_root)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        model = build_model(spec.variant, spec.direction, recipe.num_classes)
+    monitor = Subset(val_set, range(min(recipe.monitor_images, len(val_set))))
+    trainer = detection_trainer(
+        model, train_set, recipe, spec, _partial_path(out, spec.name),
+        functools.partial(_monitor_scores, dataset=monitor), device=device, progress=progress,
+    )
+    if spec.variant == "transfer_stagewise":
+        total = recipe.epochs * trainer._steps_in(len(train_set))
+        trainer.step_fn = functools.partial(_stagewise_step, trainer=trainer, switch_step=total // 2)
+    trainer.fit(resume=True, stop_at_step=stop_at_step)
+    if trainer.epoch < recipe.epochs:
+        return None
+    if hasattr(model, "set_stage"):
+        model.set_stage("joint")
+    evaluate = functools.partial(evaluate_lse, dataset=val_set)
+    return finish_run(trainer, spec, recipe, run_path(out, spec.name), _partial_path(out, spec.name), evaluate)
