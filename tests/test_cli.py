@@ -39,3 +39,12 @@ def test_bad_arguments_are_reported_by_name(tmp_path, capsys):
     # an image size below the generator's minimum is refused by generate(), as one line
     assert main(["data", "shapes", "--root", str(tmp_path / "s"), "--image-size", "8", "--no-progress"]) == 2
     assert "image_size" in capsys.readouterr().err
+
+
+def test_handles_flag_makes_the_lse_variant(tmp_path):
+    root = tmp_path / "h"
+    args = ["data", "shapes", "--root", str(root), "--num-train", "1", "--num-val", "1", "--image-size", "64"]
+    assert main(args + ["--workers", "1", "--no-progress", "--handles"]) == 0
+    assert json.loads((root / "meta.json").read_text())["arguments"]["handles"] is True
+    # the same folder without the flag is a different data set: refused as one line
+    assert main(args + ["--workers", "1", "--no-progress"]) == 2

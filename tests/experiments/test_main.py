@@ -11,7 +11,7 @@ def test_help_lists_the_options(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--out", "--jobs", "--threads", "--device", "--list", "fcn", "mask_rcnn"):
+    for option in ("--out", "--jobs", "--threads", "--device", "--list", "--handles-root", "fcn", "mask_rcnn", "lse"):
         assert option in text
 
 
@@ -24,6 +24,9 @@ def test_list_shows_todo_runs(tmp_path, capsys):
     assert main(["fcn", "--out", str(tmp_path), "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "todo  fcn32s_s0" in lines and "todo  fcn8s_s2" in lines
+    assert main(["lse", "--out", str(tmp_path), "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "todo  lse_oracle_s0" in lines and "todo  lse_transfer_stagewise_a2b_s0" in lines
 
 
 def test_bad_arguments(capsys):
