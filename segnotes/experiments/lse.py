@@ -43,9 +43,16 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .._checks import check_choice, check_int, describe
 from ..engine import Trainer, detection_step
-from ..metrics import average_precision, detections_from_predictions
 from ..utils import model_device
-from .mask_rcnn import AP_KEYS, _coco_of, _flat, collate_instances, detection_trainer, hflip_instances, predict
+from .mask_rcnn import (
+    _coco_of,
+    _flat,
+    box_and_mask_ap,
+    collate_instances,
+    detect_for_ap,
+    detection_trainer,
+    hflip_instances,
+)
 from .runner import finish_run, load_finished, run_all
 
 __all__ = [
@@ -293,12 +300,7 @@ def _group_ap(ground_truth: dict, detections: list[dict], category_ids, area_ran
     gt = dict(ground_truth)
     gt["categories"] = [c for c in ground_truth["categories"] if c["id"] in wanted]
     gt["annotations"] = [a for a in ground_truth["annotations"] if a["category_id"] in wanted]
-    dets = [d for d in detections if d["category_id"] in wanted]
-    scores = {}
-    for iou_type in ("bbox", "segm"):
-        result = average_precision(gt, dets, iou_type=iou_type, area_ranges=area_ranges)
-        scores[iou_type] = {k: float(result[k]) for k in AP_KEYS}
-    return scores
+    return box_and_mask_ap(gt, [d for d in detections if d["category_id"] in wanted], area_ranges)
 
 
 def evaluate_lse(model: nn.Module, dataset: Dataset, *, batch_size: int = 8, given_box: bool = True) -> dict:
@@ -315,21 +317,13 @@ def evaluate_lse(model: nn.Module, dataset: Dataset, *, batch_size: int = 8, giv
         ``given_box``, ``"given_box"``: category id -> {"iou", "handle_kept", "instances"}.
     """
     from ..data import GROUPS
-    from ..data import area_ranges as shapes_area_ranges
 
-    coco = _coco_of(dataset)
-    predictions, image_ids = predict(model, dataset, batch_size=batch_size)
-    detections = detections_from_predictions(predictions, image_ids)
-    ground_truth = dict(coco.dataset)
-    ground_truth["images"] = [coco.imgs[i] for i in image_ids]
-    ground_truth["annotations"] = [a for i in image_ids for a in coco.imgToAnns.get(i, [])]
-    side = max(coco.imgs[image_ids[0]]["height"], coco.imgs[image_ids[0]]["width"]) if image_ids else 128
-    ranges = shapes_area_ranges(side)
+    ground_truth, detections, ranges = detect_for_ap(model, dataset, batch_size=batch_size)
     all_ids = [c["id"] for c in ground_truth["categories"]]
     scores = {name: _group_ap(ground_truth, detections, ids, ranges) for name, ids in GROUPS.items()}
     scores["all"] = _group_ap(ground_truth, detections, all_ids, ranges)
     if given_box:
-        scores["given_box"] = _given_box_scores(model, dataset, coco)
+        scores["given_box"] = _given_box_scores(model, dataset, _coco_of(dataset))
     return scores
 
 

@@ -45,6 +45,8 @@ __all__ = [
     "collate_instances",
     "predict",
     "evaluate_mask_rcnn",
+    "detect_for_ap",
+    "box_and_mask_ap",
     "detection_trainer",
     "run_path",
     "is_done",
@@ -270,6 +272,18 @@ def evaluate_mask_rcnn(
     Returns:
         dict: ``{"bbox": {AP, AP50, AP75, APs, APm, APl}, "segm": {...}}`` (floats in [0, 1]).
     """
+    ground_truth, detections, default_ranges = detect_for_ap(model, dataset, batch_size=batch_size, device=device)
+    return box_and_mask_ap(ground_truth, detections, default_ranges if area_ranges is None else area_ranges)
+
+
+def detect_for_ap(model: nn.Module, dataset: Dataset, *, batch_size: int = 8, device=None) -> tuple[dict, list, dict]:
+    """Run ``model`` over ``dataset`` and gather what COCO AP needs (this chapter's and the LSE chapter's).
+
+    Returns:
+        (ground_truth: the COCO dict restricted to the images of ``dataset``, detections: COCO
+        results, area_ranges: COCO's small/medium/large scaled to the images,
+        :func:`segnotes.data.area_ranges`).
+    """
     from ..data import area_ranges as shapes_area_ranges
 
     coco = _coco_of(dataset)
@@ -278,9 +292,12 @@ def evaluate_mask_rcnn(
     ground_truth = dict(coco.dataset)
     ground_truth["images"] = [coco.imgs[i] for i in image_ids]
     ground_truth["annotations"] = [a for i in image_ids for a in coco.imgToAnns.get(i, [])]
-    if area_ranges is None:
-        side = max(coco.imgs[image_ids[0]]["height"], coco.imgs[image_ids[0]]["width"]) if image_ids else 128
-        area_ranges = shapes_area_ranges(side)
+    side = max(coco.imgs[image_ids[0]]["height"], coco.imgs[image_ids[0]]["width"]) if image_ids else 128
+    return ground_truth, detections, shapes_area_ranges(side)
+
+
+def box_and_mask_ap(ground_truth: dict, detections: Sequence[dict], area_ranges: dict) -> dict:
+    """``{"bbox": {AP, AP50, AP75, APs, APm, APl}, "segm": {...}}`` (floats) of ``detections``."""
     scores = {}
     for iou_type in ("bbox", "segm"):
         result = average_precision(ground_truth, detections, iou_type=iou_type, area_ranges=area_ranges)
