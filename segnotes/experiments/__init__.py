@@ -25,6 +25,7 @@ from .fcn import (
     run_all,
     run_path,
     sampled_semantic_step,
+    stride_ceiling,
     train_run,
 )
 from .lse import LSERecipe, LSERunSpec, evaluate_lse, lse_runs
@@ -49,6 +50,7 @@ __all__ = [
     "boundary_band",
     "evaluate_fcn",
     "sampled_semantic_step",
+    "stride_ceiling",
     "checkpoint_root",
     "run_path",
     "is_done",

@@ -18,6 +18,7 @@ from segnotes.experiments import (
     run_all,
     run_path,
     sampled_semantic_step,
+    stride_ceiling,
     train_run,
 )
 from segnotes.experiments import fcn as fcn_module
@@ -26,8 +27,8 @@ from segnotes.ops import bilinear_kernel
 
 # A recipe small enough for tests: 2 epochs of 2 steps, one seed.
 TINY = FCNRecipe(
-    seeds=(0,), base_epochs=2, stage_epochs=1, batch_size=2, warmup_steps=1, stage_warmup_steps=0, monitor_images=2,
-    boundary_widths=(1,), patch_epochs=1, checkpoint_every=1,
+    seeds=(0,), base_epochs=2, stage_epochs=1, last_stage_epochs=None, control_seeds=None, batch_size=2, warmup_steps=1,
+    stage_warmup_steps=0, monitor_images=2, boundary_widths=(1,), patch_epochs=1, checkpoint_every=1,
 )
 
 
@@ -83,7 +84,23 @@ def test_fcn_runs_staged_chain_controls_and_experiments():
         assert run.parent is None or run.parent in names[:i]
 
 
+def test_fcn_runs_last_stage_and_control_seeds():
+    recipe = dataclasses.replace(TINY, seeds=(0, 1, 2), last_stage_epochs=3, control_seeds=(1,))
+    by_name = {r.name: r for r in fcn_runs(recipe)}
+    assert by_name["fcn8s_s2"].epochs == 3 and by_name["fcn16s_s2"].epochs == TINY.stage_epochs
+    # Controls only for the control seeds, each as long as the stage it controls.
+    assert sorted(n for n in by_name if "ctl" in n) == ["fcn32s_ctl16_s1", "fcn32s_ctl8_s1"]
+    assert by_name["fcn32s_ctl8_s1"].epochs == 3
+    # The from-scratch FCN-8s and the loss-sampling run follow the whole chain's length.
+    assert by_name["fcn8s_scratch_s0"].epochs == TINY.base_epochs + TINY.stage_epochs + 3
+    assert by_name["patch_p0.25_s0"].epochs == TINY.base_epochs + TINY.stage_epochs + 3
+
+
 def test_recipe_bad_input():
+    with pytest.raises(ValueError, match=r"FCNRecipe: control_seeds must be among seeds \(0, 1\), got \(2,\)"):
+        FCNRecipe(seeds=(0, 1), control_seeds=(2,))
+    with pytest.raises(ValueError, match="FCNRecipe: last_stage_epochs must be"):
+        FCNRecipe(last_stage_epochs=0)
     with pytest.raises(ValueError, match="FCNRecipe: seeds must hold at least one seed"):
         FCNRecipe(seeds=())
     with pytest.raises(ValueError, match=r"FCNRecipe: patch_fraction must be in \(0, 1\) or None, got 1.5"):
@@ -272,3 +289,28 @@ def test_run_all_on_shapes_trains_then_skips(tmp_path):
         run_all([r for r in fcn_runs(recipe) if r.name == "fcn8s_s0"], recipe, tmp_path / "other", data_root=root)
     with pytest.raises(ValueError, match="run_all: jobs must be"):
         run_all(runs, recipe, tmp_path / "ck", jobs=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The output stride's ceiling
+
+
+def test_stride_ceiling_stride_one_fits_any_labels_and_coarse_strides_lose_thin_parts():
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randint(0, 3, (2, 20, 24), generator=g)
+    noise[0, 0, 0] = 255  # void pixels are left out
+    assert stride_ceiling(noise, 1, 3, steps=100)["mean_iu"] == pytest.approx(1.0)
+    bars = torch.zeros(1, 64, 64, dtype=torch.long)
+    bars[0, :, 30:33] = 1  # a 3 px vertical bar
+    coarse, fine = (stride_ceiling(bars, s, 2, steps=150)["iu"][1] for s in (32, 4))
+    assert coarse < 0.6 < 0.9 < fine
+
+
+def test_stride_ceiling_bad_input():
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    with pytest.raises(ValueError, match="stride_ceiling: stride must be"):
+        stride_ceiling(labels, 0, 2)
+    with pytest.raises(ValueError, match=r"stride_ceiling: labels must be in \[0, 2\) or 255, got values from 0 to 5"):
+        stride_ceiling(labels + torch.tensor(5) * (torch.arange(8) == 3), 8, 2)
+    with pytest.raises(ValueError, match="stride_ceiling: labels"):
+        stride_ceiling(labels[0], 8, 2)
