@@ -13,8 +13,9 @@ Per seed (``FCNRecipe.seeds``) the runs are::
         └── fcn32s_ctl8_s{seed}         ... and last_stage_epochs more         (control of 8s)
 
 (the controls for ``control_seeds`` only), plus three experiments on the first seed:
-``fcn8s_scratch``, FCN-8s trained from scratch for as long as the whole staged chain; ``patch_p{fraction}``, FCN-8s trained like ``fcn8s_scratch``
-but with the loss sampled on a random ``fraction`` of the 32 x 32 blocks (the paper's
+``fcn8s_scratch``, FCN-8s trained from scratch for as long as the whole staged chain;
+``patch_p{fraction}``, FCN-8s trained like ``fcn8s_scratch`` but with the loss sampled on a
+random ``fraction`` of the 32 x 32 blocks (the paper's
 "patchwise training is loss sampling", section 3.4), and ``fcn16s_fixedup``, FCN-16s with its 2x
 upsampling frozen at bilinear (the paper's repository: "no significant difference").
 
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .._checks import check_choice, check_int, check_tensor, describe
+from .._checks import check_choice, check_int, check_positive, check_tensor, describe
 from ..engine import TrainConfig, Trainer, semantic_loss
 from ..metrics import ConfusionMatrix
 from ..models import FCN, fcn
@@ -161,6 +162,21 @@ class FCNRecipe:
         object.__setattr__(self, "seeds", tuple(self.seeds))
         object.__setattr__(self, "boundary_widths", tuple(self.boundary_widths))
 
+    @property
+    def last_epochs(self) -> int:
+        """Epochs of the FCN-8s stage and its control: ``last_stage_epochs``, or ``stage_epochs`` if None."""
+        return self.stage_epochs if self.last_stage_epochs is None else self.last_stage_epochs
+
+    @property
+    def chain_epochs(self) -> int:
+        """Epochs of a whole staged chain, base run and both stages (the from-scratch FCN-8s's length)."""
+        return self.base_epochs + self.stage_epochs + self.last_epochs
+
+    @property
+    def seeds_with_controls(self) -> tuple[int, ...]:
+        """The seeds whose chain gets the equal-compute controls: ``control_seeds``, or all seeds if None."""
+        return self.seeds if self.control_seeds is None else self.control_seeds
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -213,36 +229,33 @@ def fcn_runs(recipe: FCNRecipe | None = None) -> list[RunSpec]:
     base = [
         RunSpec(f"fcn32s_s{s}", "fcn32s", s, r.base_epochs, r.base_lr, r.warmup_steps) for s in r.seeds
     ]
-    last_epochs = r.stage_epochs if r.last_stage_epochs is None else r.last_stage_epochs
-    control_seeds = r.seeds if r.control_seeds is None else r.control_seeds
     stages = []
     for s in r.seeds:
         stage = functools.partial(RunSpec, seed=s, lr=r.stage_lr, warmup_steps=r.stage_warmup_steps)
         stages.append(stage(f"fcn16s_s{s}", "fcn16s", epochs=r.stage_epochs, parent=f"fcn32s_s{s}"))
-        if s in control_seeds:
+        if s in r.seeds_with_controls:
             stages.append(stage(f"fcn32s_ctl16_s{s}", "fcn32s", epochs=r.stage_epochs, parent=f"fcn32s_s{s}", group="control"))
-        stages.append(stage(f"fcn8s_s{s}", "fcn8s", epochs=last_epochs, parent=f"fcn16s_s{s}"))
-        if s in control_seeds:
+        stages.append(stage(f"fcn8s_s{s}", "fcn8s", epochs=r.last_epochs, parent=f"fcn16s_s{s}"))
+        if s in r.seeds_with_controls:
             # The last control has no child: its scores and history are all the chapter needs.
-            stages.append(stage(f"fcn32s_ctl8_s{s}", "fcn32s", epochs=last_epochs, parent=f"fcn32s_ctl16_s{s}",
+            stages.append(stage(f"fcn32s_ctl8_s{s}", "fcn32s", epochs=r.last_epochs, parent=f"fcn32s_ctl16_s{s}",
                                 group="control", keep_weights=False))
     first = r.seeds[0]
     extra = []
     if r.scratch_fcn8s:
         extra.append(
             RunSpec(
-                f"fcn8s_scratch_s{first}", "fcn8s", first, r.base_epochs + r.stage_epochs + last_epochs, r.base_lr,
+                f"fcn8s_scratch_s{first}", "fcn8s", first, r.chain_epochs, r.base_lr,
                 r.warmup_steps, group="scratch", keep_weights=False,
             )
         )
     if r.patch_fraction is not None:
         # Same settings as the from-scratch FCN-8s (whose first epochs are the whole-image curve),
         # with the loss on a random patch_fraction of the 32 x 32 blocks.
-        epochs = r.base_epochs + r.stage_epochs + last_epochs
         extra.append(
             RunSpec(
-                f"patch_p{r.patch_fraction:g}_s{first}", "fcn8s", first, epochs, r.base_lr, r.warmup_steps,
-                group="patch", loss_fraction=r.patch_fraction, stop_epoch=min(r.patch_epochs, epochs),
+                f"patch_p{r.patch_fraction:g}_s{first}", "fcn8s", first, r.chain_epochs, r.base_lr, r.warmup_steps,
+                group="patch", loss_fraction=r.patch_fraction, stop_epoch=min(r.patch_epochs, r.chain_epochs),
                 keep_weights=False,
             )
         )
@@ -452,6 +465,7 @@ def stride_ceiling(
     check_int(fn, "stride", stride, minimum=1)
     check_int(fn, "num_classes", num_classes, minimum=1)
     check_int(fn, "steps", steps, minimum=1)
+    check_positive(fn, "lr", lr)
     known = labels[labels != ignore_index]
     if known.numel() and (int(known.min()) < 0 or int(known.max()) >= num_classes):
         raise ValueError(f"{fn}: labels must be in [0, {num_classes}) or {ignore_index}, got values from "

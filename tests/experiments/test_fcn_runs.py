@@ -87,6 +87,8 @@ def test_fcn_runs_staged_chain_controls_and_experiments():
 def test_fcn_runs_last_stage_and_control_seeds():
     recipe = dataclasses.replace(TINY, seeds=(0, 1, 2), last_stage_epochs=3, control_seeds=(1,))
     by_name = {r.name: r for r in fcn_runs(recipe)}
+    assert recipe.last_epochs == 3 and recipe.seeds_with_controls == (1,)
+    assert TINY.last_epochs == TINY.stage_epochs and TINY.seeds_with_controls == TINY.seeds  # None: as the stage, all seeds
     assert by_name["fcn8s_s2"].epochs == 3 and by_name["fcn16s_s2"].epochs == TINY.stage_epochs
     # Controls only for the control seeds, each as long as the stage it controls.
     assert sorted(n for n in by_name if "ctl" in n) == ["fcn32s_ctl16_s1", "fcn32s_ctl8_s1"]
@@ -308,6 +310,8 @@ def test_stride_ceiling_stride_one_fits_any_labels_and_coarse_strides_lose_thin_
 
 def test_stride_ceiling_bad_input():
     labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    with pytest.raises(ValueError, match="stride_ceiling: lr must be > 0, got 0"):
+        stride_ceiling(labels, 8, 2, lr=0)
     with pytest.raises(ValueError, match="stride_ceiling: stride must be"):
         stride_ceiling(labels, 0, 2)
     with pytest.raises(ValueError, match=r"stride_ceiling: labels must be in \[0, 2\) or 255, got values from 0 to 5"):
