@@ -97,6 +97,12 @@ class FCNRecipe:
             meets trained weights).
         power: exponent of the poly decay ``(1 - t) ** power`` used by every run.
         flip: random horizontal flips (the categories are mirror symmetric).
+        rotate, permute_channels: random quarter turns and RGB channel orders of the training
+            images (see :class:`InMemorySegmentation`). Off by default: with both on, seed 0's
+            chain ended at 0.277 / 0.568 / 0.782 mean IU (FCN-32s / 16s / 8s) against 0.301 /
+            0.578 / 0.772 without, and the FCN-8s stage alone, augmented on the same FCN-16s
+            parent, at 0.787. About a point for FCN-8s, where the net starts to overfit 2000
+            images (train 0.85 vs val 0.77 without), and a loss for the coarse nets, which do not.
         train_images, val_images: use only the first so many images (None: all); tiny recipes for tests.
         monitor_images: validation images evaluated after each epoch, for the learning curves.
         boundary_widths: widths d of the boundary bands of :func:`evaluate_fcn`.
@@ -124,6 +130,8 @@ class FCNRecipe:
     stage_warmup_steps: int = 50
     power: float = 0.9
     flip: bool = True
+    rotate: bool = False
+    permute_channels: bool = False
     train_images: int | None = None
     val_images: int | None = None
     monitor_images: int = 100
@@ -286,20 +294,38 @@ class InMemorySegmentation(Dataset):
         dataset: yields ``(image FloatTensor[3, H, W] in [0, 1], label LongTensor[H, W])`` of
             one size (e.g. :class:`segnotes.data.ShapesSemantic`).
         limit (int): keep the first ``limit`` items (None: all).
-        flip (bool): mirror image and label left-right with probability 1/2, drawn from the
-            global torch generator (which :class:`~segnotes.engine.Trainer` seeds and restores).
+        flip (bool): mirror image and label left-right with probability 1/2.
+        rotate (bool): then turn both by a random multiple of 90 degrees. With the flips this
+            gives the 8 symmetries of the square; the shapes' rotations are uniform, so every one
+            is an equally likely image of the data set.
+        permute_channels (bool): then shuffle the image's RGB channels (6 orders). Colours are
+            drawn independently of the category, so the label stays right.
+
+    The random draws come from the global torch generator (which :class:`~segnotes.engine.Trainer`
+    seeds and restores), in the order flip, rotation, channels: a run with only ``flip`` draws
+    exactly what it drew before the other two options existed.
 
     Item ``(image FloatTensor[3, H, W] in [0, 1], label LongTensor[H, W])``.
     """
 
-    def __init__(self, dataset: Dataset, limit: int | None = None, flip: bool = False) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        limit: int | None = None,
+        flip: bool = False,
+        rotate: bool = False,
+        permute_channels: bool = False,
+    ) -> None:
+        for name, value in (("flip", flip), ("rotate", rotate), ("permute_channels", permute_channels)):
+            if not isinstance(value, bool):
+                raise TypeError(f"InMemorySegmentation: {name} must be a bool, got {describe(value)}")
         n = len(dataset) if limit is None else min(limit, len(dataset))
         if n == 0:
             raise ValueError(f"InMemorySegmentation: dataset must not be empty, got {describe(dataset)}")
         images, labels = zip(*(dataset[i] for i in range(n)))
         self.images = torch.stack([(img * 255).round().to(torch.uint8) for img in images])  # (N, 3, H, W)
         self.labels = torch.stack([lab.to(torch.uint8) for lab in labels])  # (N, H, W), 255 = void
-        self.flip = flip
+        self.flip, self.rotate, self.permute_channels = flip, rotate, permute_channels
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -309,13 +335,21 @@ class InMemorySegmentation(Dataset):
         label = self.labels[index].long()
         if self.flip and torch.rand(()) < 0.5:
             image, label = image.flip(-1), label.flip(-1)
-        return image, label
+        if self.rotate:
+            turns = int(torch.randint(4, ()))
+            image, label = image.rot90(turns, (-2, -1)), label.rot90(turns, (-2, -1))
+        if self.permute_channels:
+            image = image[torch.randperm(3)]
+        return image.contiguous(), label.contiguous()
 
 
 def _load_data(recipe: FCNRecipe, data_root) -> tuple[Dataset, Dataset]:
     from ..data import ShapesSemantic
 
-    train = InMemorySegmentation(ShapesSemantic(data_root, "train"), recipe.train_images, flip=recipe.flip)
+    train = InMemorySegmentation(
+        ShapesSemantic(data_root, "train"), recipe.train_images,
+        flip=recipe.flip, rotate=recipe.rotate, permute_channels=recipe.permute_channels,
+    )
     val = InMemorySegmentation(ShapesSemantic(data_root, "val"), recipe.val_images)
     return train, val
 

@@ -24,6 +24,7 @@ from segnotes.experiments import (
 from segnotes.experiments import fcn as fcn_module
 from segnotes.models import fcn
 from segnotes.ops import bilinear_kernel
+from segnotes.utils import num_threads
 
 # A recipe small enough for tests: 2 epochs of 2 steps, one seed.
 TINY = FCNRecipe(
@@ -49,15 +50,6 @@ def blobs(n, size=32, seed=0):
 @pytest.fixture(scope="module")
 def data():
     return InMemorySegmentation(blobs(4), flip=True), InMemorySegmentation(blobs(2, seed=1))
-
-
-def single_thread(fn):
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fn()
-    finally:
-        torch.set_num_threads(old)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +134,8 @@ def test_boundary_band_bad_input():
 
 def test_evaluate_fcn_matches_engine_and_restricts_to_band(data):
     _, val = data
-    model = single_thread(lambda: _seeded_model("fcn8s"))
+    with num_threads(1):
+        model = _seeded_model("fcn8s")
     ours = evaluate_fcn(model, val, 10, boundary_widths=(1, 100))
     reference = evaluate_semantic(model, val, 10)
     for key in ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu"):
@@ -182,6 +175,41 @@ def test_in_memory_dataset_round_trips_and_flips():
         InMemorySegmentation(blobs(0))
 
 
+def test_in_memory_dataset_rotates_and_permutes_channels_consistently():
+    source = blobs(2)
+    image0, label0 = InMemorySegmentation(source)[0]
+    symmetries = [label0.rot90(k, (0, 1)) for k in range(4)] + [label0.flip(-1).rot90(k, (0, 1)) for k in range(4)]
+    augmenting = InMemorySegmentation(source, flip=True, rotate=True, permute_channels=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        pairs = [augmenting[0] for _ in range(48)]
+    seen = set()
+    for image, label in pairs:
+        k = next(i for i, sym in enumerate(symmetries) if torch.equal(label, sym))
+        seen.add(k)
+        # The image moved with its label: the square is bright in exactly one channel, where the label is 1.
+        bright = image.amax(0) == 1.0
+        assert torch.equal(bright, label == 1)
+        assert image.is_contiguous() and label.is_contiguous()
+    assert len(seen) == 8  # all 8 symmetries of the square occur
+    channels = {int(image[:, label == 1].mean(1).argmax()) for image, label in pairs}
+    assert channels == {0, 1, 2}  # class 1 is bright in channel 0 of the source; permuted, in any
+
+
+def test_in_memory_dataset_flip_only_draws_as_before_and_checks_options():
+    flipping = InMemorySegmentation(blobs(1), flip=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        flipping[0]
+        after_item = torch.rand(())
+        torch.manual_seed(3)
+        torch.rand(())  # flip alone draws one number per item, as it always did
+        assert torch.equal(after_item, torch.rand(()))
+    for name in ("flip", "rotate", "permute_channels"):
+        with pytest.raises(TypeError, match=f"InMemorySegmentation: {name} must be a bool, got"):
+            InMemorySegmentation(blobs(1), **{name: 1})
+
+
 def _seeded_model(variant):
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -197,7 +225,8 @@ def _spec(name="fcn32s_s0"):
 
 
 def test_run_finishes_stores_scores_and_skips_when_done(tmp_path, data, monkeypatch):
-    meta = single_thread(lambda: train_run(_spec(), TINY, tmp_path, data=data))
+    with num_threads(1):
+        meta = train_run(_spec(), TINY, tmp_path, data=data)
     assert is_done(tmp_path, "fcn32s_s0")
     assert not (tmp_path / "fcn" / "fcn32s_s0.partial.pt").exists()
     state = load_run(tmp_path, "fcn32s_s0")
@@ -216,11 +245,14 @@ def test_run_finishes_stores_scores_and_skips_when_done(tmp_path, data, monkeypa
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, data):
-    single_thread(lambda: train_run(_spec(), TINY, tmp_path / "straight", data=data))
-    assert single_thread(lambda: train_run(_spec(), TINY, tmp_path / "cut", data=data, stop_at_step=3)) is None
+    with num_threads(1):
+        train_run(_spec(), TINY, tmp_path / "straight", data=data)
+    with num_threads(1):
+        assert train_run(_spec(), TINY, tmp_path / "cut", data=data, stop_at_step=3) is None
     assert (tmp_path / "cut" / "fcn" / "fcn32s_s0.partial.pt").exists()
     assert not is_done(tmp_path / "cut", "fcn32s_s0")
-    single_thread(lambda: train_run(_spec(), TINY, tmp_path / "cut", data=data))
+    with num_threads(1):
+        train_run(_spec(), TINY, tmp_path / "cut", data=data)
     a = load_run(tmp_path / "straight", "fcn32s_s0")
     b = load_run(tmp_path / "cut", "fcn32s_s0")
     for key in a["model"]:
@@ -232,7 +264,8 @@ def test_stage_starts_from_parent_and_control_from_same_net(tmp_path, data):
     runs = {r.name: r for r in fcn_runs(TINY)}
     with pytest.raises(RuntimeError, match="train_run: run 'fcn16s_s0' needs its parent 'fcn32s_s0'"):
         train_run(runs["fcn16s_s0"], TINY, tmp_path, data=data)
-    single_thread(lambda: train_run(runs["fcn32s_s0"], TINY, tmp_path, data=data))
+    with num_threads(1):
+        train_run(runs["fcn32s_s0"], TINY, tmp_path, data=data)
     parent = load_run_model(tmp_path, "fcn32s_s0")
     child = fcn_module._build_model(runs["fcn16s_s0"], TINY, tmp_path)
     assert child.variant == "fcn16s"
@@ -247,15 +280,18 @@ def test_stage_starts_from_parent_and_control_from_same_net(tmp_path, data):
 def test_fixed_upsampling_run_keeps_bilinear_kernel(tmp_path, data):
     recipe = dataclasses.replace(TINY, fixed_upsampling=True)
     runs = {r.name: r for r in fcn_runs(recipe)}
-    single_thread(lambda: train_run(runs["fcn32s_s0"], recipe, tmp_path, data=data))
+    with num_threads(1):
+        train_run(runs["fcn32s_s0"], recipe, tmp_path, data=data)
     fixed = runs["fcn16s_fixedup_s0"]
-    single_thread(lambda: train_run(fixed, recipe, tmp_path, data=data))
+    with num_threads(1):
+        train_run(fixed, recipe, tmp_path, data=data)
     assert load_run(tmp_path, fixed.name)["model"] is None  # keep_weights=False: scores and history only
     with pytest.raises(ValueError, match="load_run_model: run 'fcn16s_fixedup_s0' was saved without weights"):
         load_run_model(tmp_path, fixed.name)
     # The same run with its weights kept: the 2x kernel is still bilinear; a learned one moved.
     for spec in (dataclasses.replace(fixed, name="frozen", keep_weights=True), runs["fcn16s_s0"]):
-        single_thread(lambda: train_run(spec, recipe, tmp_path, data=data))
+        with num_threads(1):
+            train_run(spec, recipe, tmp_path, data=data)
     bilinear = bilinear_kernel(1, 1, 4)  # depthwise: the same filter for each class
     frozen = load_run(tmp_path, "frozen")["model"]["upscore2.weight"]
     learned = load_run(tmp_path, "fcn16s_s0")["model"]["upscore2.weight"]
@@ -283,7 +319,8 @@ def test_run_all_on_shapes_trains_then_skips(tmp_path):
     recipe = dataclasses.replace(TINY, stage_epochs=1, patch_fraction=None)
     runs = [r for r in fcn_runs(recipe) if r.name in ("fcn32s_s0", "fcn16s_s0")]
     lines = []
-    trained = single_thread(lambda: run_all(runs, recipe, tmp_path / "ck", data_root=root, log=lines.append))
+    with num_threads(1):
+        trained = run_all(runs, recipe, tmp_path / "ck", data_root=root, log=lines.append)
     assert trained == ["fcn32s_s0", "fcn16s_s0"]
     assert lines[0] == "start fcn32s_s0"
     assert run_all(runs, recipe, tmp_path / "ck", data_root=root, log=lines.append) == []

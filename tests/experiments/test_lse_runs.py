@@ -20,6 +20,7 @@ from segnotes.experiments.lse import (
     masks_given_boxes,
     train_run,
 )
+from segnotes.utils import num_threads
 
 # Two steps of two images, one epoch.
 TINY = LSERecipe(seeds=(0,), ablations=(), batch_size=2, epochs=1, warmup_steps=1, monitor_images=2,
@@ -35,15 +36,6 @@ def root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def val(root):
     return ShapesInstances(root, "val")
-
-
-def single_thread(fn):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fn()
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_runs_cover_both_directions_and_the_ablations():
@@ -93,7 +85,8 @@ def test_masks_given_boxes_paste_one_mask_per_box(val):
 
 def test_evaluate_scores_each_group_and_the_handles(val):
     torch.manual_seed(0)
-    scores = single_thread(lambda: evaluate_lse(build_model("agnostic", "a2b"), val))
+    with num_threads(1):
+        scores = evaluate_lse(build_model("agnostic", "a2b"), val)
     assert set(scores) == {"A", "B", "all", "given_box"}
     assert set(scores["B"]["segm"]) >= {"AP", "AP50", "AP75"}
     present = {int(c) for t in (val[i][1] for i in range(len(val))) for c in t["labels"]}
@@ -106,8 +99,10 @@ def test_evaluate_scores_each_group_and_the_handles(val):
 @pytest.mark.parametrize("variant", ["transfer", "transfer_stagewise"])
 def test_train_run_trains_resumes_and_reloads(tmp_path, root, variant):
     spec = LSERunSpec(f"lse_{variant}_a2b_s0", variant, "a2b", 0)
-    assert single_thread(lambda: train_run(spec, TINY, tmp_path, data_root=root, stop_at_step=1)) is None
-    meta = single_thread(lambda: train_run(spec, TINY, tmp_path, data_root=root))
+    with num_threads(1):
+        assert train_run(spec, TINY, tmp_path, data_root=root, stop_at_step=1) is None
+    with num_threads(1):
+        meta = train_run(spec, TINY, tmp_path, data_root=root)
     assert meta["steps"] == 2 and is_done(tmp_path, spec.name)
     assert set(meta["scores"]) == {"A", "B", "all", "given_box"}
     history = load_run(tmp_path, spec.name)["history"]

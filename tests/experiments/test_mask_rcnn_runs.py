@@ -20,6 +20,7 @@ from segnotes.experiments.mask_rcnn import (
     run_path,
     train_run,
 )
+from segnotes.utils import num_threads
 
 # Two steps of two images per epoch, one epoch, one seed.
 TINY = MaskRCNNRecipe(seeds=(0,), ablation_seeds=None, batch_size=2, epochs=1, warmup_steps=1, monitor_images=2,
@@ -35,15 +36,6 @@ def root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def data(root):
     return ShapesInstances(root, "train"), ShapesInstances(root, "val")
-
-
-def single_thread(fn):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fn()
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_runs_cover_every_variant_and_seed():
@@ -104,13 +96,16 @@ def test_collate_keeps_lists(data):
 
 def test_train_run_writes_scores_and_resumes(tmp_path, data):
     spec = MaskRCNNRunSpec("maskrcnn_align_s0", "align", 0)
-    assert single_thread(lambda: train_run(spec, TINY, tmp_path / "a", data=data, stop_at_step=1)) is None
+    with num_threads(1):
+        assert train_run(spec, TINY, tmp_path / "a", data=data, stop_at_step=1) is None
     assert not is_done(tmp_path / "a", spec.name)
-    meta = single_thread(lambda: train_run(spec, TINY, tmp_path / "a", data=data))
+    with num_threads(1):
+        meta = train_run(spec, TINY, tmp_path / "a", data=data)
     assert meta["steps"] == 2 and is_done(tmp_path / "a", spec.name)
     assert set(meta["scores"]) == {"bbox", "segm"} and set(meta["scores"]["segm"]) >= {"AP", "AP50", "AP75"}
     assert not run_path(tmp_path / "a", spec.name).with_suffix(".partial.pt").exists()
-    uninterrupted = single_thread(lambda: train_run(spec, TINY, tmp_path / "b", data=data))
+    with num_threads(1):
+        uninterrupted = train_run(spec, TINY, tmp_path / "b", data=data)
     a, b = load_run(tmp_path / "a", spec.name), load_run(tmp_path / "b", spec.name)
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key])
@@ -124,7 +119,8 @@ def test_train_run_writes_scores_and_resumes(tmp_path, data):
 
 def test_runs_without_weights(tmp_path, data):
     spec = MaskRCNNRunSpec("maskrcnn_pool_s1", "pool", 1, keep_weights=False)
-    single_thread(lambda: train_run(spec, TINY, tmp_path, data=data))
+    with num_threads(1):
+        train_run(spec, TINY, tmp_path, data=data)
     assert load_run(tmp_path, spec.name)["model"] is None
     with pytest.raises(ValueError, match="saved without weights"):
         load_run_model(tmp_path, spec.name)
@@ -133,7 +129,8 @@ def test_runs_without_weights(tmp_path, data):
 def test_run_all_dispatches_to_the_chapter(tmp_path, root):
     recipe = dataclasses.replace(TINY, variants=("agnostic",))
     lines = []
-    trained = single_thread(lambda: run_all(mask_rcnn_runs(recipe), recipe, tmp_path, data_root=root, log=lines.append))
+    with num_threads(1):
+        trained = run_all(mask_rcnn_runs(recipe), recipe, tmp_path, data_root=root, log=lines.append)
     assert trained == ["maskrcnn_agnostic_s0"] and lines[0] == "start maskrcnn_agnostic_s0"
     assert load_run_model(tmp_path, "maskrcnn_agnostic_s0").class_agnostic_masks
     with pytest.raises(TypeError, match="run_all: recipe must be a chapter's recipe"):
