@@ -142,6 +142,19 @@ class CocoInstances(Dataset):
         return image, target
 
 
+def _withheld_categories(fn: str, partial) -> tuple[int, ...]:
+    """The category ids whose masks ``partial`` withholds (see :class:`ShapesInstances`)."""
+    if partial is None or isinstance(partial, str):
+        check_choice(fn, "partial", partial, (None, *GROUPS))
+        return GROUPS[partial] if partial else ()
+    ids = (*GROUPS["A"], *GROUPS["B"])
+    if not isinstance(partial, (tuple, list)) or not all(isinstance(c, int) and not isinstance(c, bool) and c in ids for c in partial):
+        raise ValueError(
+            f"{fn}: partial must be None, 'A', 'B' or a sequence of category ids from {sorted(ids)}, got {partial!r}"
+        )
+    return tuple(partial)
+
+
 class ShapesInstances(CocoInstances):
     """The shapes data set as instance segmentation (see :class:`CocoInstances` for items).
 
@@ -153,7 +166,8 @@ class ShapesInstances(CocoInstances):
     Args:
         root: the data set's folder (default: :func:`segnotes.data.default_root`).
         split: ``"train"`` or ``"val"``.
-        partial: None, ``"A"`` or ``"B"``: the group whose masks are withheld.
+        partial: None, ``"A"`` or ``"B"`` (the group whose masks are withheld), or a sequence
+            of category ids (1..9) whose masks are withheld.
         transforms: optional ``transforms(image, target) -> (image, target)``.
         include_crowd: keep the ``iscrowd=1`` annotations.
     """
@@ -162,10 +176,10 @@ class ShapesInstances(CocoInstances):
                  include_crowd: bool = False):
         fn = type(self).__name__
         root, split_dir = _shapes_split(fn, root, split)
-        check_choice(fn, "partial", partial, (None, *GROUPS))
+        withheld = _withheld_categories(fn, partial)
         super().__init__(split_dir, split_dir / "instances.json", transforms=transforms, include_crowd=include_crowd)
         self.root, self.split, self.partial = root, split, partial
-        self._withheld = torch.tensor(GROUPS[partial] if partial else (), dtype=torch.int64)
+        self._withheld = torch.tensor(withheld, dtype=torch.int64)
 
     def _load(self, index: int) -> tuple[Tensor, dict]:
         image, target = super()._load(index)

@@ -22,6 +22,12 @@ the paper's Table 1 train once, on the first seed, in the direction ``a2b``::
     lse_transfer_stagewise_a2b_s0     stage-wise: box detector first, then the frozen detector's
                                       mask head and transfer function (half the steps each)
 
+A third split asks whether the transfer function needs more mask classes than a group's 4-5:
+masks from 7 classes, withheld for the look-alike pair :data:`HOLDOUT` (square and frame, whose
+handle rules differ and each match a mask class's: triangle's and ring's)::
+
+    lse_agnostic_holdout_s0 / lse_transfer_holdout_s0
+
 Every run has the same data order, schedule and number of steps (equal compute). The oracle is
 direction-free: one run scores both groups. Each run is deterministic for a fixed thread count and
 resumable; its finished file ``<out>/lse/<name>.pt`` holds the history and the scores of
@@ -60,6 +66,8 @@ __all__ = [
     "LSERunSpec",
     "VARIANTS",
     "DIRECTIONS",
+    "HOLDOUT",
+    "mask_split",
     "lse_runs",
     "masks_given_boxes",
     "evaluate_lse",
@@ -74,6 +82,11 @@ __all__ = [
 
 # direction -> (group with masks at training time, group whose masks are withheld and evaluated)
 DIRECTIONS = {"a2b": ("A", "B"), "b2a": ("B", "A")}
+# The "holdout" split withholds only these masks: square (handle not in its mask, as the triangle's)
+# and frame (handle in its mask, as the ring's), a look-alike pair with opposite rules.
+HOLDOUT = (3, 4)
+SPLITS = (*DIRECTIONS, "holdout")
+HOLDOUT_VARIANTS = ("agnostic", "transfer")
 
 # variant -> how to build it: "oracle" is Mask R-CNN; the others are maskx_rcnn() switches
 VARIANTS: dict[str, dict] = {
@@ -108,6 +121,7 @@ class LSERecipe:
         monitor_images: val images evaluated after each epoch, for the learning curves.
         keep_weights_seeds, keep_weights_directions: which main runs store their weights (the
             oracle keeps them with any direction listed).
+        holdout_variants: variants trained on the ``"holdout"`` split (first seed); () for none.
         checkpoint_every: optimizer steps between resumable checkpoints.
     """
 
@@ -127,6 +141,7 @@ class LSERecipe:
     monitor_images: int = 100
     keep_weights_seeds: tuple[int, ...] = (0,)
     keep_weights_directions: tuple[str, ...] = ("a2b",)
+    holdout_variants: tuple[str, ...] = HOLDOUT_VARIANTS
     checkpoint_every: int = 100
 
     def __post_init__(self) -> None:
@@ -142,10 +157,12 @@ class LSERecipe:
             check_choice(fn, "ablations[i]", variant, ABLATIONS)
         for direction in self.keep_weights_directions:
             check_choice(fn, "keep_weights_directions[i]", direction, tuple(DIRECTIONS))
+        for variant in self.holdout_variants:
+            check_choice(fn, "holdout_variants[i]", variant, HOLDOUT_VARIANTS)
         for name in ("train_images", "val_images"):
             if getattr(self, name) is not None:
                 check_int(fn, name, getattr(self, name), minimum=1)
-        for name in ("seeds", "ablations", "keep_weights_seeds", "keep_weights_directions"):
+        for name in ("seeds", "ablations", "keep_weights_seeds", "keep_weights_directions", "holdout_variants"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
 
@@ -168,7 +185,8 @@ def lse_runs(recipe: LSERecipe | None = None) -> list[LSERunSpec]:
     pair in ``b2a``; then the ablations (first seed, ``a2b``).
 
     Returns:
-        list of LSERunSpec named ``lse_oracle_s{seed}`` and ``lse_{variant}_{direction}_s{seed}``.
+        list of LSERunSpec named ``lse_oracle_s{seed}`` and ``lse_{variant}_{direction}_s{seed}``,
+        then ``lse_{variant}_holdout_s{seed}`` for the ``holdout_variants`` (first seed).
     """
     recipe = LSERecipe() if recipe is None else recipe
     if not isinstance(recipe, LSERecipe):
@@ -187,6 +205,7 @@ def lse_runs(recipe: LSERecipe | None = None) -> list[LSERunSpec]:
         runs.insert(-2, LSERunSpec(f"lse_oracle_s{seed}", "oracle", None, seed, keep(seed, None)))
     seed = recipe.seeds[0]
     runs += [LSERunSpec(f"lse_{v}_a2b_s{seed}", v, "a2b", seed, keep_weights=False) for v in recipe.ablations]
+    runs += [LSERunSpec(f"lse_{v}_holdout_s{seed}", v, "holdout", seed, keep_weights=False) for v in recipe.holdout_variants]
     return runs
 
 
@@ -201,11 +220,31 @@ def handles_root() -> Path:
     return default_root().with_name("shapes_handles")
 
 
+def mask_split(direction: str) -> tuple[tuple[int, ...], str | tuple[int, ...]]:
+    """Which classes have masks at training time, and whose masks are withheld.
+
+    Args:
+        direction (str): ``"a2b"``, ``"b2a"`` (:data:`DIRECTIONS`) or ``"holdout"``.
+
+    Returns:
+        (mask class ids, withheld): ``withheld`` is the group name (``"A"`` / ``"B"``) for a
+        direction and the ids :data:`HOLDOUT` for ``"holdout"``, as ``ShapesInstances(partial=...)`` takes them.
+    """
+    from ..data import GROUPS
+
+    check_choice("mask_split", "direction", direction, SPLITS)
+    if direction == "holdout":
+        every = sorted((*GROUPS["A"], *GROUPS["B"]))
+        return tuple(c for c in every if c not in HOLDOUT), HOLDOUT
+    masked, withheld = DIRECTIONS[direction]
+    return GROUPS[masked], withheld
+
+
 def _load_data(recipe: LSERecipe, direction: str | None, data_root) -> tuple[Dataset, Dataset]:
     from ..data import ShapesInstances
 
     root = handles_root() if data_root is None else data_root
-    withheld = None if direction is None else DIRECTIONS[direction][1]
+    withheld = None if direction is None else mask_split(direction)[1]
     train = ShapesInstances(root, "train", partial=withheld, transforms=hflip_instances if recipe.flip else None)
     val = ShapesInstances(root, "val")
     if recipe.train_images is not None:
@@ -358,15 +397,14 @@ def load_run(out: str | Path, name: str) -> dict:
 
 def build_model(variant: str, direction: str | None, num_classes: int = 10) -> nn.Module:
     """The untrained model of a run: Mask R-CNN for the oracle, else Mask^X R-CNN whose
-    ``mask_classes`` are the direction's mask group."""
-    from ..data import GROUPS
+    ``mask_classes`` are the direction's mask classes (:func:`mask_split`)."""
     from ..models import mask_rcnn, maskx_rcnn
 
     check_choice("build_model", "variant", variant, tuple(VARIANTS))
     if variant == "oracle":
         return mask_rcnn(num_classes)
-    check_choice("build_model", "direction", direction, tuple(DIRECTIONS))
-    return maskx_rcnn(num_classes, GROUPS[DIRECTIONS[direction][0]], **VARIANTS[variant])
+    check_choice("build_model", "direction", direction, SPLITS)
+    return maskx_rcnn(num_classes, mask_split(direction)[0], **VARIANTS[variant])
 
 
 def load_run_model(out: str | Path, name: str, device: torch.device | str = "cpu") -> nn.Module:

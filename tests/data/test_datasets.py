@@ -64,15 +64,16 @@ def test_shapes_instances_crowd(shapes_root):
         assert with_crowd[i][1]["labels"].shape[0] == without[i][1]["labels"].shape[0] + crowds
 
 
-@pytest.mark.parametrize("partial", ["A", "B"])
+@pytest.mark.parametrize("partial", ["A", "B", (3, 4), [9]])
 def test_partial_withholds_exactly_one_groups_masks(shapes_root, partial):
     full = ShapesInstances(shapes_root, "train", include_crowd=True)
     half = ShapesInstances(shapes_root, "train", partial=partial, include_crowd=True)
+    ids = GROUPS[partial] if isinstance(partial, str) else partial
     withheld_seen = kept_seen = 0
     for index in range(len(full)):
         _, target = full[index]
         _, partial_target = half[index]
-        withheld = torch.tensor([int(c) in GROUPS[partial] for c in target["labels"]], dtype=torch.bool)
+        withheld = torch.tensor([int(c) in ids for c in target["labels"]], dtype=torch.bool)
         assert torch.equal(partial_target["mask_valid"], ~withheld)
         assert torch.equal(partial_target["labels"], target["labels"])  # boxes and labels stay
         assert torch.equal(partial_target["boxes"], target["boxes"])
@@ -81,6 +82,12 @@ def test_partial_withholds_exactly_one_groups_masks(shapes_root, partial):
         withheld_seen += int(withheld.sum())
         kept_seen += int((~withheld).sum())
     assert withheld_seen > 0 and kept_seen > 0
+
+
+@pytest.mark.parametrize("partial", [(0,), (10,), [3, "4"], (True,), 3])
+def test_partial_rejects_what_is_not_category_ids(shapes_root, partial):
+    with pytest.raises(ValueError, match="ShapesInstances: partial must be None, 'A', 'B' or a sequence of category ids"):
+        ShapesInstances(shapes_root, "train", partial=partial)
 
 
 def test_shapes_semantic_items(shapes_root, tiny):

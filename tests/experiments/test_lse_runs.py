@@ -8,6 +8,7 @@ from segnotes.experiments import lse
 from segnotes.experiments.lse import (
     ABLATIONS,
     DIRECTIONS,
+    HOLDOUT,
     VARIANTS,
     LSERecipe,
     LSERunSpec,
@@ -17,6 +18,7 @@ from segnotes.experiments.lse import (
     load_run,
     load_run_model,
     lse_runs,
+    mask_split,
     masks_given_boxes,
     train_run,
 )
@@ -43,11 +45,15 @@ def test_runs_cover_both_directions_and_the_ablations():
     names = [r.name for r in runs]
     assert names[:5] == ["lse_agnostic_a2b_s0", "lse_transfer_a2b_s0", "lse_oracle_s0", "lse_agnostic_b2a_s0",
                          "lse_transfer_b2a_s0"]
-    assert len(runs) == 2 * 5 + len(ABLATIONS) - 1
+    assert len(runs) == 2 * 5 + len(ABLATIONS) - 1 + 2
     assert {r.variant for r in runs} == set(VARIANTS) - {"agnostic_fcn"}
     every = lse_runs(LSERecipe(seeds=(3,), ablations=ABLATIONS))
     assert {r.variant for r in every} == set(VARIANTS) and {r.seed for r in every} == {3}
     assert all(r.direction == "a2b" and r.seed == 0 for r in runs if r.variant in ABLATIONS)
+    holdout = [r for r in runs if r.direction == "holdout"]
+    assert [r.name for r in holdout] == ["lse_agnostic_holdout_s0", "lse_transfer_holdout_s0"]
+    assert not any(r.keep_weights for r in holdout)
+    assert not any(r.direction == "holdout" for r in lse_runs(LSERecipe(holdout_variants=())))
     kept = {r.name for r in runs if r.keep_weights}
     assert kept == {"lse_oracle_s0", "lse_agnostic_a2b_s0", "lse_transfer_a2b_s0"}
 
@@ -63,6 +69,18 @@ def test_recipe_and_builder_bad_input():
         lse_runs({})
     with pytest.raises(ValueError, match="build_model: direction must be one of"):
         build_model("transfer", None)
+    with pytest.raises(ValueError, match="LSERecipe: holdout_variants\\[i\\] must be one of"):
+        LSERecipe(holdout_variants=("oracle",))
+    with pytest.raises(ValueError, match="mask_split: direction must be one of"):
+        mask_split("c2d")
+
+
+def test_mask_split_gives_the_mask_classes_and_what_is_withheld():
+    assert mask_split("a2b") == (GROUPS["A"], "B") and mask_split("b2a") == (GROUPS["B"], "A")
+    with_masks, withheld = mask_split("holdout")
+    assert withheld == HOLDOUT and set(with_masks) | set(HOLDOUT) == set(range(1, 10))
+    assert not set(with_masks) & set(HOLDOUT)
+    assert build_model("transfer", "holdout").roi_heads.mask_classes == with_masks
 
 
 def test_models_learn_masks_from_the_direction_mask_group():
