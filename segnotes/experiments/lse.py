@@ -478,7 +478,7 @@ def train_run(
         functools.partial(_monitor_scores, dataset=monitor), device=device, progress=progress,
     )
     if spec.variant == "transfer_stagewise":
-        total = recipe.epochs * trainer._steps_in(len(train_set))
+        total = recipe.epochs * trainer.steps_per_epoch
         trainer.step_fn = functools.partial(_stagewise_step, trainer=trainer, switch_step=total // 2)
     trainer.fit(resume=True, stop_at_step=stop_at_step)
     if trainer.epoch < recipe.epochs:
