@@ -103,6 +103,10 @@ class FCNRecipe:
             0.578 / 0.772 without, and the FCN-8s stage alone, augmented on the same FCN-16s
             parent, at 0.787. About a point for FCN-8s, where the net starts to overfit 2000
             images (train 0.85 vs val 0.77 without), and a loss for the coarse nets, which do not.
+        crop: train on random ``crop`` x ``crop`` windows (None: whole images; see
+            :class:`InMemorySegmentation`). Off by default. In pilots, FCN-8s trained from scratch
+            for 40 epochs on 96 px windows reached 0.802 mean IU (200 val images; 0.808 with
+            ``rotate`` and ``permute_channels``) at about 60% of the whole images' cost.
         train_images, val_images: use only the first so many images (None: all); tiny recipes for tests.
         monitor_images: validation images evaluated after each epoch, for the learning curves.
         boundary_widths: widths d of the boundary bands of :func:`evaluate_fcn`.
@@ -132,6 +136,7 @@ class FCNRecipe:
     flip: bool = True
     rotate: bool = False
     permute_channels: bool = False
+    crop: int | None = None
     train_images: int | None = None
     val_images: int | None = None
     monitor_images: int = 100
@@ -160,7 +165,7 @@ class FCNRecipe:
             for seed in self.control_seeds:
                 if seed not in self.seeds:
                     raise ValueError(f"{fn}: control_seeds must be among seeds {self.seeds}, got {self.control_seeds!r}")
-        for name in ("train_images", "val_images"):
+        for name in ("train_images", "val_images", "crop"):
             if getattr(self, name) is not None:
                 check_int(fn, name, getattr(self, name), minimum=1)
         for width in self.boundary_widths:
@@ -300,10 +305,13 @@ class InMemorySegmentation(Dataset):
             is an equally likely image of the data set.
         permute_channels (bool): then shuffle the image's RGB channels (6 orders). Colours are
             drawn independently of the category, so the label stays right.
+        crop (int): then cut a random ``crop`` x ``crop`` window (None: the whole image). The net
+            is fully convolutional, so it trains on windows and predicts on whole images; a
+            96 px window of the 128 px shapes costs about 60% of the whole image per step.
 
     The random draws come from the global torch generator (which :class:`~segnotes.engine.Trainer`
-    seeds and restores), in the order flip, rotation, channels: a run with only ``flip`` draws
-    exactly what it drew before the other two options existed.
+    seeds and restores), in the order flip, rotation, channels, crop: a run with only ``flip``
+    draws exactly what it drew before the other options existed.
 
     Item ``(image FloatTensor[3, H, W] in [0, 1], label LongTensor[H, W])``.
     """
@@ -315,10 +323,14 @@ class InMemorySegmentation(Dataset):
         flip: bool = False,
         rotate: bool = False,
         permute_channels: bool = False,
+        crop: int | None = None,
     ) -> None:
+        fn = "InMemorySegmentation"
         for name, value in (("flip", flip), ("rotate", rotate), ("permute_channels", permute_channels)):
             if not isinstance(value, bool):
-                raise TypeError(f"InMemorySegmentation: {name} must be a bool, got {describe(value)}")
+                raise TypeError(f"{fn}: {name} must be a bool, got {describe(value)}")
+        if crop is not None:
+            check_int(fn, "crop", crop, minimum=1)
         n = len(dataset) if limit is None else min(limit, len(dataset))
         if n == 0:
             raise ValueError(f"InMemorySegmentation: dataset must not be empty, got {describe(dataset)}")
@@ -326,6 +338,10 @@ class InMemorySegmentation(Dataset):
         self.images = torch.stack([(img * 255).round().to(torch.uint8) for img in images])  # (N, 3, H, W)
         self.labels = torch.stack([lab.to(torch.uint8) for lab in labels])  # (N, H, W), 255 = void
         self.flip, self.rotate, self.permute_channels = flip, rotate, permute_channels
+        size = min(self.images.shape[-2:])
+        if crop is not None and crop > size:
+            raise ValueError(f"{fn}: crop must be at most the images' size {size}, got {crop}")
+        self.crop = crop
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -340,6 +356,11 @@ class InMemorySegmentation(Dataset):
             image, label = image.rot90(turns, (-2, -1)), label.rot90(turns, (-2, -1))
         if self.permute_channels:
             image = image[torch.randperm(3)]
+        if self.crop is not None:
+            top = int(torch.randint(image.shape[-2] - self.crop + 1, ()))
+            left = int(torch.randint(image.shape[-1] - self.crop + 1, ()))
+            window = (..., slice(top, top + self.crop), slice(left, left + self.crop))
+            image, label = image[window], label[window]
         return image.contiguous(), label.contiguous()
 
 
@@ -348,7 +369,7 @@ def _load_data(recipe: FCNRecipe, data_root) -> tuple[Dataset, Dataset]:
 
     train = InMemorySegmentation(
         ShapesSemantic(data_root, "train"), recipe.train_images,
-        flip=recipe.flip, rotate=recipe.rotate, permute_channels=recipe.permute_channels,
+        flip=recipe.flip, rotate=recipe.rotate, permute_channels=recipe.permute_channels, crop=recipe.crop,
     )
     val = InMemorySegmentation(ShapesSemantic(data_root, "val"), recipe.val_images)
     return train, val

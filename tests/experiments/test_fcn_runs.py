@@ -196,6 +196,33 @@ def test_in_memory_dataset_rotates_and_permutes_channels_consistently():
     assert channels == {0, 1, 2}  # class 1 is bright in channel 0 of the source; permuted, in any
 
 
+def test_in_memory_dataset_crops_a_random_window():
+    source = blobs(2)
+    cropping = InMemorySegmentation(source, crop=20)
+    full_image, full_label = InMemorySegmentation(source)[1]
+    corners = set()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        for _ in range(12):
+            image, label = cropping[1]
+            assert image.shape == (3, 20, 20) and label.shape == (20, 20)
+            found = [(y, x) for y in range(13) for x in range(13)
+                     if torch.equal(image, full_image[:, y : y + 20, x : x + 20])]
+            assert found, "the crop is a window of the image"
+            assert any(torch.equal(label, full_label[y : y + 20, x : x + 20]) for y, x in found)
+            corners.add(found[0])
+    assert len(corners) > 1  # the window moves
+    assert InMemorySegmentation(source, crop=32)[0][0].shape == (3, 32, 32)  # the whole image is allowed
+    with pytest.raises(ValueError, match="InMemorySegmentation: crop must be at most the images' size 32, got 33"):
+        InMemorySegmentation(source, crop=33)
+    with pytest.raises(ValueError, match="InMemorySegmentation: crop must be >= 1, got 0"):
+        InMemorySegmentation(source, crop=0)
+    with pytest.raises(TypeError, match="InMemorySegmentation: crop must be an int, got"):
+        InMemorySegmentation(source, crop=20.0)
+    with pytest.raises(ValueError, match="FCNRecipe: crop must be >= 1, got 0"):
+        FCNRecipe(crop=0)
+
+
 def test_in_memory_dataset_flip_only_draws_as_before_and_checks_options():
     flipping = InMemorySegmentation(blobs(1), flip=True)
     with torch.random.fork_rng():
