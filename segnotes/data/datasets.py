@@ -29,7 +29,7 @@ from torchvision.datasets.voc import DATASET_YEAR_DICT
 from torchvision.transforms.functional import pil_to_tensor
 
 from .._checks import check_choice, describe
-from .shapes import GROUPS, SPLITS, default_root
+from .shapes import CATEGORIES, GROUPS, SPLITS, default_root
 
 __all__ = ["CocoInstances", "ShapesInstances", "VOCSemantic", "ShapesSemantic"]
 
@@ -147,10 +147,10 @@ def _withheld_categories(fn: str, partial) -> tuple[int, ...]:
     if partial is None or isinstance(partial, str):
         check_choice(fn, "partial", partial, (None, *GROUPS))
         return GROUPS[partial] if partial else ()
-    ids = (*GROUPS["A"], *GROUPS["B"])
+    ids = [c["id"] for c in CATEGORIES]
     if not isinstance(partial, (tuple, list)) or not all(isinstance(c, int) and not isinstance(c, bool) and c in ids for c in partial):
         raise ValueError(
-            f"{fn}: partial must be None, 'A', 'B' or a sequence of category ids from {sorted(ids)}, got {partial!r}"
+            f"{fn}: partial must be None, 'A', 'B' or a sequence of category ids from {ids}, got {partial!r}"
         )
     return tuple(partial)
 

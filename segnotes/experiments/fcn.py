@@ -333,7 +333,7 @@ class InMemorySegmentation(Dataset):
             check_int(fn, "crop", crop, minimum=1)
         n = len(dataset) if limit is None else min(limit, len(dataset))
         if n == 0:
-            raise ValueError(f"InMemorySegmentation: dataset must not be empty, got {describe(dataset)}")
+            raise ValueError(f"{fn}: dataset must not be empty, got {describe(dataset)}")
         images, labels = zip(*(dataset[i] for i in range(n)))
         self.images = torch.stack([(img * 255).round().to(torch.uint8) for img in images])  # (N, 3, H, W)
         self.labels = torch.stack([lab.to(torch.uint8) for lab in labels])  # (N, H, W), 255 = void

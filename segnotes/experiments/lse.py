@@ -230,12 +230,11 @@ def mask_split(direction: str) -> tuple[tuple[int, ...], str | tuple[int, ...]]:
         (mask class ids, withheld): ``withheld`` is the group name (``"A"`` / ``"B"``) for a
         direction and the ids :data:`HOLDOUT` for ``"holdout"``, as ``ShapesInstances(partial=...)`` takes them.
     """
-    from ..data import GROUPS
+    from ..data import CATEGORIES, GROUPS
 
     check_choice("mask_split", "direction", direction, SPLITS)
     if direction == "holdout":
-        every = sorted((*GROUPS["A"], *GROUPS["B"]))
-        return tuple(c for c in every if c not in HOLDOUT), HOLDOUT
+        return tuple(c["id"] for c in CATEGORIES if c["id"] not in HOLDOUT), HOLDOUT
     masked, withheld = DIRECTIONS[direction]
     return GROUPS[masked], withheld
 

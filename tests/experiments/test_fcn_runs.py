@@ -274,7 +274,6 @@ def test_run_finishes_stores_scores_and_skips_when_done(tmp_path, data, monkeypa
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, data):
     with num_threads(1):
         train_run(_spec(), TINY, tmp_path / "straight", data=data)
-    with num_threads(1):
         assert train_run(_spec(), TINY, tmp_path / "cut", data=data, stop_at_step=3) is None
     assert (tmp_path / "cut" / "fcn" / "fcn32s_s0.partial.pt").exists()
     assert not is_done(tmp_path / "cut", "fcn32s_s0")

@@ -119,7 +119,6 @@ def test_train_run_trains_resumes_and_reloads(tmp_path, root, variant):
     spec = LSERunSpec(f"lse_{variant}_a2b_s0", variant, "a2b", 0)
     with num_threads(1):
         assert train_run(spec, TINY, tmp_path, data_root=root, stop_at_step=1) is None
-    with num_threads(1):
         meta = train_run(spec, TINY, tmp_path, data_root=root)
     assert meta["steps"] == 2 and is_done(tmp_path, spec.name)
     assert set(meta["scores"]) == {"A", "B", "all", "given_box"}
