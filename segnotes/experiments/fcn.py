@@ -45,6 +45,7 @@ from .._checks import check_choice, check_int, check_positive, check_tensor, des
 from ..engine import TrainConfig, Trainer, semantic_loss
 from ..metrics import ConfusionMatrix
 from ..models import FCN, fcn
+from ..models.fcn import VARIANTS
 from ..utils import model_device
 from .runner import finish_run, load_finished, run_all
 
@@ -78,9 +79,14 @@ class FCNRecipe:
         batch_size: images per SGD step.
         base_epochs: epochs of the FCN-32s base run.
         stage_epochs: epochs of the FCN-16s stage and of its control.
-        last_stage_epochs: epochs of the FCN-8s stage and of its control (None: ``stage_epochs``).
-            FCN-32s from scratch levels off early (at about 0.38 mean IU after 13 of 24 epochs),
-            while the finer nets keep learning: the chain spends its steps where they pay.
+        last_stage_epochs: epochs of the FCN-8s stage (None: ``stage_epochs``); its control trains
+            as many pixels (see ``image_size``). FCN-32s from scratch levels off early (at about
+            0.38 mean IU after 13 of 24 epochs), while the finer nets keep learning: the chain
+            spends its steps where they pay. From the same FCN-16s (seed 0), the stage reached
+            0.772 mean IU after 22 epochs of whole images and 0.820 after 60 epochs of 96 px
+            windows with quarter turns and channel orders, in about 1.5x the time. The latter fits
+            its training images no better than the val images (0.828 vs 0.821 on 300 of each):
+            FCN-8s is short of training, not of data.
         control_seeds: seeds whose chain gets the equal-compute FCN-32s controls (None: all
             seeds). FCN-32s has levelled off by the end of its base run, so one seed's controls
             show what the extra steps alone are worth, at a third of the cost.
@@ -98,15 +104,21 @@ class FCNRecipe:
         power: exponent of the poly decay ``(1 - t) ** power`` used by every run.
         flip: random horizontal flips (the categories are mirror symmetric).
         rotate, permute_channels: random quarter turns and RGB channel orders of the training
-            images (see :class:`InMemorySegmentation`). Off by default: with both on, seed 0's
-            chain ended at 0.277 / 0.568 / 0.782 mean IU (FCN-32s / 16s / 8s) against 0.301 /
-            0.578 / 0.772 without, and the FCN-8s stage alone, augmented on the same FCN-16s
-            parent, at 0.787. About a point for FCN-8s, where the net starts to overfit 2000
-            images (train 0.85 vs val 0.77 without), and a loss for the coarse nets, which do not.
-        crop: train on random ``crop`` x ``crop`` windows (None: whole images; see
-            :class:`InMemorySegmentation`). Off by default. In pilots, FCN-8s trained from scratch
-            for 40 epochs on 96 px windows reached 0.802 mean IU (200 val images; 0.808 with
-            ``rotate`` and ``permute_channels``) at about 60% of the whole images' cost.
+            images (see :class:`InMemorySegmentation`), for the ``augmented_variants`` only. On the
+            whole chain they cost the coarse nets 1-2 points (seed 0: 0.277 / 0.568 / 0.782 mean IU
+            for FCN-32s / 16s / 8s against 0.301 / 0.578 / 0.772 without), which do not overfit,
+            and give FCN-8s about a point, which does (train 0.85 vs val 0.77 without).
+        crop: train the ``augmented_variants`` on random ``crop`` x ``crop`` windows (None: whole
+            images; see :class:`InMemorySegmentation`). A 96 px window of a 128 px image costs
+            about 60% of a step on the whole image and learns nearly as much: FCN-8s from scratch,
+            40 epochs, reached 0.802 mean IU on windows (200 val images; 0.808 with ``rotate`` and
+            ``permute_channels``), against 0.788 on whole images in 70% more time. FCN-32s cannot
+            use them: a 96 px window is 3 x 3 of its cells (0.127 after its 10 base epochs).
+        augmented_variants: the variants whose runs train with ``rotate``, ``permute_channels``
+            and ``crop`` (the FCN-8s stage, the from-scratch FCN-8s and the loss-sampling run);
+            the others train on whole images with ``flip`` only.
+        image_size: side of the training images (shapes: 128 px), which turns epochs of windows
+            into epochs of whole images for the equal-compute control.
         train_images, val_images: use only the first so many images (None: all); tiny recipes for tests.
         monitor_images: validation images evaluated after each epoch, for the learning curves.
         boundary_widths: widths d of the boundary bands of :func:`evaluate_fcn`.
@@ -123,7 +135,7 @@ class FCNRecipe:
     batch_size: int = 8
     base_epochs: int = 10
     stage_epochs: int = 8
-    last_stage_epochs: int | None = 22
+    last_stage_epochs: int | None = 60
     control_seeds: tuple[int, ...] | None = (0,)
     optimizer: str = "adamw"
     base_lr: float = 3e-3
@@ -134,9 +146,11 @@ class FCNRecipe:
     stage_warmup_steps: int = 50
     power: float = 0.9
     flip: bool = True
-    rotate: bool = False
-    permute_channels: bool = False
-    crop: int | None = None
+    rotate: bool = True
+    permute_channels: bool = True
+    crop: int | None = 96
+    augmented_variants: tuple[str, ...] = ("fcn8s",)
+    image_size: int = 128
     train_images: int | None = None
     val_images: int | None = None
     monitor_images: int = 100
@@ -149,7 +163,8 @@ class FCNRecipe:
 
     def __post_init__(self) -> None:
         fn = "FCNRecipe"
-        for name in ("num_classes", "batch_size", "base_epochs", "stage_epochs", "monitor_images", "checkpoint_every"):
+        for name in ("num_classes", "batch_size", "base_epochs", "stage_epochs", "monitor_images", "checkpoint_every",
+                     "image_size"):
             check_int(fn, name, getattr(self, name), minimum=1)
         check_int(fn, "warmup_steps", self.warmup_steps, minimum=0)
         check_int(fn, "stage_warmup_steps", self.stage_warmup_steps, minimum=0)
@@ -172,8 +187,23 @@ class FCNRecipe:
             check_int(fn, "boundary_widths[i]", width, minimum=1)
         if self.patch_fraction is not None and not (0 < self.patch_fraction < 1):
             raise ValueError(f"{fn}: patch_fraction must be in (0, 1) or None, got {self.patch_fraction!r}")
+        if self.crop is not None and self.crop > self.image_size:
+            raise ValueError(f"{fn}: crop must be at most image_size {self.image_size}, got {self.crop}")
+        object.__setattr__(self, "augmented_variants", tuple(self.augmented_variants))
+        for variant in self.augmented_variants:
+            check_choice(fn, "augmented_variants[i]", variant, list(VARIANTS))
         object.__setattr__(self, "seeds", tuple(self.seeds))
         object.__setattr__(self, "boundary_widths", tuple(self.boundary_widths))
+
+    def augments(self, variant: str) -> bool:
+        """Whether ``variant``'s runs train with ``rotate``, ``permute_channels`` and ``crop``."""
+        return variant in self.augmented_variants
+
+    def whole_image_epochs(self, variant: str, epochs: int) -> int:
+        """Epochs on whole images with as many training pixels as ``epochs`` of ``variant``'s inputs."""
+        if self.crop is None or not self.augments(variant):
+            return epochs
+        return max(1, round(epochs * self.crop**2 / self.image_size**2))
 
     @property
     def last_epochs(self) -> int:
@@ -251,7 +281,9 @@ def fcn_runs(recipe: FCNRecipe | None = None) -> list[RunSpec]:
         stages.append(stage(f"fcn8s_s{s}", "fcn8s", epochs=r.last_epochs, parent=f"fcn16s_s{s}"))
         if s in r.seeds_with_controls:
             # The last control has no child: its scores and history are all the chapter needs.
-            stages.append(stage(f"fcn32s_ctl8_s{s}", "fcn32s", epochs=r.last_epochs, parent=f"fcn32s_ctl16_s{s}",
+            # As many training pixels as the FCN-8s stage, on whole images: stride 32 cannot use windows.
+            control_epochs = r.whole_image_epochs("fcn8s", r.last_epochs) if not r.augments("fcn32s") else r.last_epochs
+            stages.append(stage(f"fcn32s_ctl8_s{s}", "fcn32s", epochs=control_epochs, parent=f"fcn32s_ctl16_s{s}",
                                 group="control", keep_weights=False))
     first = r.seeds[0]
     extra = []
@@ -334,13 +366,14 @@ class InMemorySegmentation(Dataset):
         n = len(dataset) if limit is None else min(limit, len(dataset))
         if n == 0:
             raise ValueError(f"{fn}: dataset must not be empty, got {describe(dataset)}")
+        first_image, _ = dataset[0]
+        size = min(first_image.shape[-2:])  # checked before decoding the rest: a bad crop fails at once
+        if crop is not None and crop > size:
+            raise ValueError(f"{fn}: crop must be at most the images' size {size}, got {crop}")
         images, labels = zip(*(dataset[i] for i in range(n)))
         self.images = torch.stack([(img * 255).round().to(torch.uint8) for img in images])  # (N, 3, H, W)
         self.labels = torch.stack([lab.to(torch.uint8) for lab in labels])  # (N, H, W), 255 = void
         self.flip, self.rotate, self.permute_channels = flip, rotate, permute_channels
-        size = min(self.images.shape[-2:])
-        if crop is not None and crop > size:
-            raise ValueError(f"{fn}: crop must be at most the images' size {size}, got {crop}")
         self.crop = crop
 
     def __len__(self) -> int:
@@ -364,12 +397,15 @@ class InMemorySegmentation(Dataset):
         return image.contiguous(), label.contiguous()
 
 
-def _load_data(recipe: FCNRecipe, data_root) -> tuple[Dataset, Dataset]:
+def _load_data(recipe: FCNRecipe, data_root, variant: str) -> tuple[Dataset, Dataset]:
+    """``(train, val)`` of the shapes set, the training images augmented as ``recipe`` says for ``variant``."""
     from ..data import ShapesSemantic
 
+    augment = recipe.augments(variant)
     train = InMemorySegmentation(
-        ShapesSemantic(data_root, "train"), recipe.train_images,
-        flip=recipe.flip, rotate=recipe.rotate, permute_channels=recipe.permute_channels, crop=recipe.crop,
+        ShapesSemantic(data_root, "train"), recipe.train_images, flip=recipe.flip,
+        rotate=augment and recipe.rotate, permute_channels=augment and recipe.permute_channels,
+        crop=recipe.crop if augment else None,
     )
     val = InMemorySegmentation(ShapesSemantic(data_root, "val"), recipe.val_images)
     return train, val
@@ -657,7 +693,7 @@ def train_run(
         raise TypeError(f"{fn}: recipe must be an FCNRecipe, got {describe(recipe)}")
     if is_done(out, spec.name):
         return load_run(out, spec.name)["meta"]
-    train_set, val_set = data if data is not None else _load_data(recipe, data_root)
+    train_set, val_set = data if data is not None else _load_data(recipe, data_root, spec.variant)
     # channels_last: oneDNN's convolutions run 20-30% faster in NHWC on a CPU (the inputs may stay NCHW).
     model = _build_model(spec, recipe, out).to(memory_format=torch.channels_last)
     if not spec.learn_upsampling:

@@ -82,9 +82,15 @@ def test_fcn_runs_last_stage_and_control_seeds():
     assert recipe.last_epochs == 3 and recipe.seeds_with_controls == (1,)
     assert TINY.last_epochs == TINY.stage_epochs and TINY.seeds_with_controls == TINY.seeds  # None: as the stage, all seeds
     assert by_name["fcn8s_s2"].epochs == 3 and by_name["fcn16s_s2"].epochs == TINY.stage_epochs
-    # Controls only for the control seeds, each as long as the stage it controls.
+    # Controls only for the control seeds, each with as many training pixels as the stage it controls:
+    # the FCN-8s stage trains on 96 px windows, its FCN-32s control on whole 128 px images.
     assert sorted(n for n in by_name if "ctl" in n) == ["fcn32s_ctl16_s1", "fcn32s_ctl8_s1"]
-    assert by_name["fcn32s_ctl8_s1"].epochs == 3
+    assert by_name["fcn32s_ctl8_s1"].epochs == recipe.whole_image_epochs("fcn8s", 3) == round(3 * 96**2 / 128**2) == 2
+    assert recipe.whole_image_epochs("fcn16s", 3) == 3  # not augmented: its own epochs
+    whole = dataclasses.replace(recipe, crop=None)
+    assert {r.name: r for r in fcn_runs(whole)}["fcn32s_ctl8_s1"].epochs == 3
+    everything = dataclasses.replace(recipe, augmented_variants=("fcn32s", "fcn16s", "fcn8s"))
+    assert {r.name: r for r in fcn_runs(everything)}["fcn32s_ctl8_s1"].epochs == 3  # windows too: as many epochs
     # The from-scratch FCN-8s and the loss-sampling run follow the whole chain's length.
     assert by_name["fcn8s_scratch_s0"].epochs == TINY.base_epochs + TINY.stage_epochs + 3
     assert by_name["patch_p0.25_s0"].epochs == TINY.base_epochs + TINY.stage_epochs + 3
@@ -103,6 +109,12 @@ def test_recipe_bad_input():
         FCNRecipe(base_epochs=0)
     with pytest.raises(TypeError, match="fcn_runs: recipe must be an FCNRecipe, got dict"):
         fcn_runs({})
+    with pytest.raises(ValueError, match=r"FCNRecipe: augmented_variants\[i\] must be one of .*got 'fcn4s'"):
+        FCNRecipe(augmented_variants=("fcn8s", "fcn4s"))
+    with pytest.raises(ValueError, match="FCNRecipe: crop must be at most image_size 128, got 129"):
+        FCNRecipe(crop=129)
+    with pytest.raises(ValueError, match="FCNRecipe: image_size must be >= 1, got 0"):
+        FCNRecipe(image_size=0, crop=None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,7 +354,13 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
 
 def test_run_all_on_shapes_trains_then_skips(tmp_path):
     root = generate(tmp_path / "shapes", num_train=4, num_val=2, seed=0, image_size=64, workers=1, progress=False)
-    recipe = dataclasses.replace(TINY, stage_epochs=1, patch_fraction=None)
+    recipe = dataclasses.replace(TINY, stage_epochs=1, patch_fraction=None, image_size=64, crop=48)
+    # Only the augmented variants train on windows, turned and with their channels shuffled.
+    coarse, _ = fcn_module._load_data(recipe, root, "fcn16s")
+    fine, val = fcn_module._load_data(recipe, root, "fcn8s")
+    assert (coarse.flip, coarse.rotate, coarse.permute_channels, coarse.crop) == (True, False, False, None)
+    assert (fine.flip, fine.rotate, fine.permute_channels, fine.crop) == (True, True, True, 48)
+    assert coarse[0][0].shape == (3, 64, 64) and fine[0][0].shape == (3, 48, 48) and val[0][0].shape == (3, 64, 64)
     runs = [r for r in fcn_runs(recipe) if r.name in ("fcn32s_s0", "fcn16s_s0")]
     lines = []
     with num_threads(1):
