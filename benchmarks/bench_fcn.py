@@ -90,11 +90,13 @@ def _training_rows(device: torch.device, quick: bool) -> list[dict]:
     images = torch.rand(batch, 3, size, size, generator=g).to(device)
     labels = torch.randint(0, 10, (batch, size, size), generator=g).to(device)
     threads = f"; {torch.get_num_threads()} torch threads" if device.type == "cpu" else ""
+    steps_per_second = {}  # variant -> layout -> steps/s
     for variant in ("fcn32s", "fcn8s"):
-        rate = {
-            layout: batch * _steps_per_second(variant, layout, images, labels, device, steps)
+        steps_per_second[variant] = {
+            layout: _steps_per_second(variant, layout, images, labels, device, steps)
             for layout in (torch.contiguous_format, torch.channels_last)
         }
+        rate = {layout: batch * value for layout, value in steps_per_second[variant].items()}
         rows.append({
             "case": f"{variant} vgg_small training, batch {batch} x {size}x{size}, {device.type} fp32, channels_last",
             "ours": rate[torch.channels_last],
@@ -104,7 +106,7 @@ def _training_rows(device: torch.device, quick: bool) -> list[dict]:
             "unit": "img/s",
             "note": f"AdamW step (the FCN recipe){threads}; make checkpoints trains channels_last",
         })
-    whole = _steps_per_second("fcn8s", torch.channels_last, images, labels, device, steps)
+    whole = steps_per_second["fcn8s"][torch.channels_last]  # measured above, on whole images
     windows = _steps_per_second(
         "fcn8s", torch.channels_last, images[..., :crop, :crop], labels[..., :crop, :crop], device, steps
     )

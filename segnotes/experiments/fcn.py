@@ -366,11 +366,11 @@ class InMemorySegmentation(Dataset):
         n = len(dataset) if limit is None else min(limit, len(dataset))
         if n == 0:
             raise ValueError(f"{fn}: dataset must not be empty, got {describe(dataset)}")
-        first_image, _ = dataset[0]
-        size = min(first_image.shape[-2:])  # checked before decoding the rest: a bad crop fails at once
+        first = dataset[0]
+        size = min(first[0].shape[-2:])  # checked before decoding the rest: a bad crop fails at once
         if crop is not None and crop > size:
             raise ValueError(f"{fn}: crop must be at most the images' size {size}, got {crop}")
-        images, labels = zip(*(dataset[i] for i in range(n)))
+        images, labels = zip(first, *(dataset[i] for i in range(1, n)))
         self.images = torch.stack([(img * 255).round().to(torch.uint8) for img in images])  # (N, 3, H, W)
         self.labels = torch.stack([lab.to(torch.uint8) for lab in labels])  # (N, H, W), 255 = void
         self.flip, self.rotate, self.permute_channels = flip, rotate, permute_channels
