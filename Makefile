@@ -80,7 +80,7 @@ checkpoints: $(DATA_STAMP)
 	$(PY) -m segnotes.experiments all --out data/checkpoints --jobs $(JOBS) --device $(DEVICE)
 
 bench: $(DATA_STAMP)
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 lab: $(DATA_STAMP)
 	$(VENV)/bin/jupyter lab book/

@@ -12,7 +12,7 @@ full load of 100 masks, as a trained model on a busy COCO image would.
 from __future__ import annotations
 
 import torch
-from timing import median_time
+from timing import bench_devices, median_time
 
 from segnotes.models import mask_rcnn
 
@@ -86,7 +86,7 @@ def _training_rows(device: torch.device, quick: bool) -> list[dict]:
 
 
 def run(quick: bool = False) -> list[dict]:
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    devices = bench_devices()
     rows = []
     for device in devices:
         rows += _inference_rows(device, quick)

@@ -10,11 +10,11 @@ paper's 175 ms beside them. Weights are random (speed does not depend on them).
 from __future__ import annotations
 
 import torch
-from timing import median_time
+from timing import bench_devices, median_time
 from torch import nn
 
 from segnotes.engine import semantic_loss
-from segnotes.experiments import FCNRecipe
+from segnotes.experiments import FCNRecipe, training_memory_format
 from segnotes.models import convolutionalize, fcn
 
 PAPER_FCN8S_MS = 175  # Table 3, K40c, 2015
@@ -79,9 +79,14 @@ def _steps_per_second(variant: str, layout, images, labels, device: torch.device
     return 1 / median_time(step, device, steps, warmup=2)
 
 
+def _layout_name(layout) -> str:
+    return "channels_last" if layout == torch.channels_last else "NCHW"
+
+
 def _training_rows(device: torch.device, quick: bool) -> list[dict]:
-    """Training throughput of the book's recipe (AdamW): channels_last, as make checkpoints trains, vs
-    NCHW; and a step on random 96 px windows (``FCNRecipe(crop=96)``) vs one on whole 128 px images."""
+    """Training throughput of the book's recipe (AdamW) in the layout make checkpoints trains in on this
+    device (``training_memory_format``) vs the other; and a step on random 96 px windows
+    (``FCNRecipe(crop=96)``) vs one on whole 128 px images."""
     rows = []
     batch, size = 8, 128
     crop = FCNRecipe().crop  # the windows the book's FCN-8s runs train on
@@ -90,28 +95,27 @@ def _training_rows(device: torch.device, quick: bool) -> list[dict]:
     images = torch.rand(batch, 3, size, size, generator=g).to(device)
     labels = torch.randint(0, 10, (batch, size, size), generator=g).to(device)
     threads = f"; {torch.get_num_threads()} torch threads" if device.type == "cpu" else ""
+    used = training_memory_format(device)
+    other = torch.contiguous_format if used == torch.channels_last else torch.channels_last
     steps_per_second = {}  # variant -> layout -> steps/s
     for variant in ("fcn32s", "fcn8s"):
         steps_per_second[variant] = {
-            layout: _steps_per_second(variant, layout, images, labels, device, steps)
-            for layout in (torch.contiguous_format, torch.channels_last)
+            layout: _steps_per_second(variant, layout, images, labels, device, steps) for layout in (used, other)
         }
         rate = {layout: batch * value for layout, value in steps_per_second[variant].items()}
         rows.append({
-            "case": f"{variant} vgg_small training, batch {batch} x {size}x{size}, {device.type} fp32, channels_last",
-            "ours": rate[torch.channels_last],
-            "reference": rate[torch.contiguous_format],
-            "reference_name": "same model, NCHW",
-            "ratio": rate[torch.channels_last] / rate[torch.contiguous_format],
+            "case": f"{variant} vgg_small training, batch {batch} x {size}x{size}, {device.type} fp32, {_layout_name(used)}",
+            "ours": rate[used],
+            "reference": rate[other],
+            "reference_name": f"same model, {_layout_name(other)}",
+            "ratio": rate[used] / rate[other],
             "unit": "img/s",
-            "note": f"AdamW step (the FCN recipe){threads}; make checkpoints trains channels_last",
+            "note": f"AdamW step (the FCN recipe){threads}; make checkpoints trains {_layout_name(used)} on {device.type}",
         })
-    whole = steps_per_second["fcn8s"][torch.channels_last]  # measured above, on whole images
-    windows = _steps_per_second(
-        "fcn8s", torch.channels_last, images[..., :crop, :crop], labels[..., :crop, :crop], device, steps
-    )
+    whole = steps_per_second["fcn8s"][used]  # measured above, on whole images
+    windows = _steps_per_second("fcn8s", used, images[..., :crop, :crop], labels[..., :crop, :crop], device, steps)
     rows.append({
-        "case": f"fcn8s vgg_small training on {crop}x{crop} windows, batch {batch}, {device.type} fp32, channels_last",
+        "case": f"fcn8s vgg_small training on {crop}x{crop} windows, batch {batch}, {device.type} fp32, {_layout_name(used)}",
         "ours": windows,
         "reference": whole,
         "reference_name": f"whole {size}x{size} images",
@@ -123,7 +127,7 @@ def _training_rows(device: torch.device, quick: bool) -> list[dict]:
 
 
 def run(quick: bool = False) -> list[dict]:
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    devices = bench_devices()
     rows = []
     for device in devices:
         rows += _inference_rows(device, quick)

@@ -30,6 +30,7 @@ import torch
 
 from segnotes.metrics import average_precision, confusion_matrix
 from segnotes.metrics._synthetic import synthetic_instances
+from timing import bench_devices
 
 __all__ = ["run"]
 
@@ -127,7 +128,7 @@ def _confusion_cases(quick: bool) -> list[dict]:
     pred = torch.randint(0, 21, shape, generator=generator)
     target = torch.randint(0, 21, shape, generator=generator)
     target[torch.rand(shape, generator=generator) < 0.1] = 255  # VOC's border label
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    devices = bench_devices()
     rows = []
     for device in devices:
         p, t = pred.to(device), target.to(device)

@@ -22,6 +22,7 @@ import torchvision
 
 from segnotes.ops.roi_align import roi_align
 from segnotes.ops.roi_pool import roi_pool
+from timing import bench_devices
 
 __all__ = ["run", "make_case"]
 
@@ -94,7 +95,7 @@ def run(quick: bool = False, threads: int | None = None) -> list[dict]:
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+        devices = bench_devices()
         rows = []
         for device in devices:
             rows += _run_device(device, quick)

@@ -27,6 +27,7 @@ from .fcn import (
     sampled_semantic_step,
     stride_ceiling,
     train_run,
+    training_memory_format,
 )
 from .lse import LSERecipe, LSERunSpec, evaluate_lse, lse_runs
 from .mask_rcnn import MaskRCNNRecipe, MaskRCNNRunSpec, evaluate_mask_rcnn, mask_rcnn_runs
@@ -57,5 +58,6 @@ __all__ = [
     "load_run",
     "load_run_model",
     "train_run",
+    "training_memory_format",
     "run_all",
 ]

@@ -20,6 +20,7 @@ products, so the gradient needs no code of its own.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -70,6 +71,9 @@ def roi_align(
     Returns:
         Tensor[K, C, oh, ow] (dtype of ``input``): the pooled RoIs, in the order of ``boxes``.
 
+    Under autocast (mixed precision) it computes in float32, as torchvision's does: the feature
+    maps may be float16 while the boxes stay float32.
+
     Example:
         >>> x = torch.arange(25.0).view(1, 1, 5, 5)
         >>> roi_align(x, torch.tensor([[0.0, 1.0, 1.0, 3.0, 3.0]]), 2, aligned=True)
@@ -78,6 +82,10 @@ def roi_align(
     """
     fn = "roi_align"
     check_tensor(fn, "input", input, ndim=4, floating=True)
+    if autocast_enabled(input.device.type):
+        with float32_outside_autocast(input) as to_float32:
+            return roi_align(to_float32(input), to_float32(boxes), output_size, spatial_scale, sampling_ratio,
+                             aligned).to(input.dtype)
     out_h, out_w = _output_size_pair(fn, output_size)
     check_positive(fn, "spatial_scale", spatial_scale)
     check_int(fn, "sampling_ratio", sampling_ratio)
@@ -95,6 +103,45 @@ def roi_align(
     return _pool_windows(input, rois[:, 0].long(), rows, cols)
 
 
+def exact_divide(numerator: Tensor, denominator: int) -> Tensor:
+    """``numerator / denominator``, correctly rounded on every device.
+
+    Divided by a Python number, a CUDA tensor is multiplied by the number's reciprocal, which can
+    be one unit in the last place off: ``9 * (1 / 7)`` is not ``9 / 7``. The RoI ops floor and
+    ceil such quotients, as torchvision's kernels do with exact ones, so one unit can move a bin
+    edge by a whole cell. A tensor divisor takes the exact division.
+    """
+    return numerator / torch.full_like(numerator, denominator)
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` ('cpu', 'cuda', ...)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no argument there (CUDA) and has is_autocast_cpu_enabled
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+@contextlib.contextmanager
+def float32_outside_autocast(input: Tensor):
+    """torchvision's autocast rule for its RoI ops: run them in float32 with autocast off.
+
+    Under autocast a detector's feature maps are float16 (or bfloat16) while its boxes stay
+    float32; resampling in float32 also keeps the bilinear weights exact. Yields a function that
+    casts a tensor, or a list of tensors, to float32 (anything else passes unchanged, for the
+    op's own checks to report); the caller casts the result back to ``input``'s dtype.
+    """
+    def to_float32(x):
+        if isinstance(x, Tensor) and x.is_floating_point():
+            return x.float()
+        if isinstance(x, (list, tuple)) and all(isinstance(t, Tensor) and t.is_floating_point() for t in x):
+            return [t.float() for t in x]
+        return x
+
+    with torch.autocast(input.device.type, enabled=False):
+        yield to_float32
+
+
 def _bin_samples(start: Tensor, length: Tensor, bins: int, sampling_ratio: int) -> tuple[Tensor, Tensor]:
     """Sample positions along one axis, and their share of their bin's average.
 
@@ -109,12 +156,12 @@ def _bin_samples(start: Tensor, length: Tensor, bins: int, sampling_ratio: int) 
         share (Tensor[K, bins, S]): ``1 / samples`` for a RoI's own samples, 0 for the padding
         of RoIs that need fewer than ``S`` (adaptive sampling).
     """
-    bin_size = length / bins  # [K]
+    bin_size = exact_divide(length, bins)  # [K]
     if sampling_ratio > 0:
         grid = torch.full_like(length, sampling_ratio)  # [K], samples per bin
         max_grid = sampling_ratio
     else:
-        grid = torch.ceil(length / bins)  # [K]; 0 (or less) for empty aligned RoIs
+        grid = torch.ceil(bin_size)  # [K]; 0 (or less) for empty aligned RoIs
         max_grid = max(int(grid.max().item()), 1) if grid.numel() > 0 else 1
     grid_or_one = grid.clamp(min=1)  # avoids 0/0 at padded, never-used positions
 

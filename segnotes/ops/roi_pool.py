@@ -18,7 +18,14 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_positive, check_tensor
-from .roi_align import _boxes_to_rois, _chunks_of_similar_windows, _output_size_pair
+from .roi_align import (
+    _boxes_to_rois,
+    _chunks_of_similar_windows,
+    _output_size_pair,
+    autocast_enabled,
+    exact_divide,
+    float32_outside_autocast,
+)
 
 __all__ = ["roi_pool", "RoIPool"]
 
@@ -47,7 +54,8 @@ def roi_pool(
     clipped to the map; a bin left with no cells gives 0.
 
     Returns:
-        Tensor[K, C, oh, ow] (dtype of ``input``): the pooled RoIs, in the order of ``boxes``.
+        Tensor[K, C, oh, ow] (dtype of ``input``): the pooled RoIs, in the order of ``boxes``;
+        computed in float32 under autocast, as torchvision's.
 
     Example:
         >>> x = torch.arange(25.0).view(1, 1, 5, 5)
@@ -57,6 +65,9 @@ def roi_pool(
     """
     fn = "roi_pool"
     check_tensor(fn, "input", input, ndim=4, floating=True)
+    if autocast_enabled(input.device.type):  # float32, as torchvision's (see roi_align)
+        with float32_outside_autocast(input) as to_float32:
+            return roi_pool(to_float32(input), to_float32(boxes), output_size, spatial_scale).to(input.dtype)
     out_h, out_w = _output_size_pair(fn, output_size)
     check_positive(fn, "spatial_scale", spatial_scale)
     rois = _boxes_to_rois(fn, boxes, input).detach()  # [K, 5]; rounding has no gradient
@@ -156,7 +167,7 @@ def _bin_edges(start: Tensor, end: Tensor, bins: int, size: int) -> tuple[Tensor
         ``stop <= first`` for a bin that is empty after clipping.
     """
     cells = (end - start + 1).clamp(min=1)  # malformed RoIs become one cell, as in torchvision
-    bin_size = cells / bins  # [K]
+    bin_size = exact_divide(cells, bins)  # [K], exact as in torchvision's kernel (see exact_divide)
     index = torch.arange(bins, device=start.device, dtype=start.dtype)  # [B]
     first = torch.floor(index[None, :] * bin_size[:, None]) + start[:, None]  # [K, B]
     stop = torch.ceil((index[None, :] + 1) * bin_size[:, None]) + start[:, None]  # [K, B]

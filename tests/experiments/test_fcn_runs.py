@@ -20,6 +20,7 @@ from segnotes.experiments import (
     sampled_semantic_step,
     stride_ceiling,
     train_run,
+    training_memory_format,
 )
 from segnotes.experiments import fcn as fcn_module
 from segnotes.models import fcn
@@ -281,6 +282,23 @@ def test_run_finishes_stores_scores_and_skips_when_done(tmp_path, data, monkeypa
     # Finished: a second call trains nothing.
     monkeypatch.setattr(fcn_module, "Trainer", None)
     assert train_run(_spec(), TINY, tmp_path, data=data)["steps"] == 4
+
+
+def test_training_layout_is_channels_last_on_cpu_only(tmp_path, data, monkeypatch):
+    assert training_memory_format("cpu") == torch.channels_last
+    assert training_memory_format(torch.device("cuda", 0)) == torch.contiguous_format
+    layouts = []
+    real_trainer = fcn_module.Trainer
+
+    def spy(model, *args, **kwargs):
+        conv3x3 = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+        layouts.append(conv3x3.weight.is_contiguous(memory_format=torch.channels_last))
+        return real_trainer(model, *args, **kwargs)
+
+    monkeypatch.setattr(fcn_module, "Trainer", spy)
+    with num_threads(1):
+        train_run(_spec(), TINY, tmp_path, data=data, device="cpu")
+    assert layouts == [True]
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, data):

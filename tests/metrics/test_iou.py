@@ -57,7 +57,7 @@ def test_box_iou_matches_torchvision(device, dtype):
     result = box_iou(boxes1.to(device), boxes2.to(device))
     assert result.dtype == dtype and result.device.type == device
     torch.testing.assert_close(result.cpu(), expected)
-    assert result[0, 6] == pytest.approx(1.0) and result[1, 7] == pytest.approx(1.0)
+    assert result[0, 6].item() == pytest.approx(1.0) and result[1, 7].item() == pytest.approx(1.0)
 
 
 def test_box_iou_hand_worked_and_degenerate():

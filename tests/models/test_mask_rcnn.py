@@ -470,3 +470,23 @@ def test_trains_and_infers_on_device(batch, device):
         labels = [lab[i] for lab, i in zip(gt_labels, matched)]  # one per RoI
         probs = mask_probabilities(logits.to(device), [lab.to(device) for lab in labels], loss=loss)
         torch.testing.assert_close(torch.cat(probs).cpu(), torch.cat(mask_probabilities(logits, labels, loss=loss)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_trains_and_infers_under_autocast(batch, device):
+    # Mixed precision (the engine's amp=True on CUDA): half-precision features meet float32
+    # proposals in the RoI poolers, which compute in float32 as torchvision's do.
+    half = {"cpu": torch.bfloat16, "cuda": torch.float16}[device]
+    images = [im.to(device) for im in batch[0]]
+    targets = [{k: v.to(device) for k, v in t.items()} for t in batch[1]]
+    torch.manual_seed(0)
+    model = mask_rcnn(NUM_CLASSES, box_score_thresh=0.0).to(device)
+    with torch.autocast(device, dtype=half):
+        losses = model(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.roi_heads.mask_predictor.mask_fcn_logits.weight.grad.isfinite().all()
+    model.eval()
+    with torch.no_grad(), torch.autocast(device, dtype=half):
+        out = model([images[0]])[0]
+    assert out["masks"].shape[1:] == (1, *images[0].shape[1:]) and out["masks"].isfinite().all()

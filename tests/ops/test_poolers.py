@@ -65,7 +65,8 @@ def test_matches_multiscale_roi_align(device, canonical_scale, canonical_level):
     )
     out = ours(features, boxes, image_shapes)
     assert out.shape == (100, 4, 7, 5)
-    torch.testing.assert_close(out, ref(features, boxes, image_shapes))
+    # float32 sums in another order than torchvision's kernel (on a GPU, by a matrix product)
+    torch.testing.assert_close(out, ref(features, boxes, image_shapes), atol=5e-5, rtol=1e-5)
 
 
 def test_scales_are_inferred_on_every_call():

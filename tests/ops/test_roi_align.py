@@ -53,6 +53,41 @@ def test_matches_torchvision(device, dtype, aligned, sampling_ratio, spatial_sca
     torch.testing.assert_close(ours_grad, ref_grad, **TOL[dtype])
 
 
+AUTOCAST_DTYPE = {"cpu": torch.bfloat16, "cuda": torch.float16}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exact_divide_is_correctly_rounded(device, dtype):
+    # On CUDA, tensor / python_number multiplies by the reciprocal; RoIPool then put some bin edges
+    # (ceil((i + 1) * cells / bins)) one cell off torchvision's (found on an H100).
+    numerators = torch.arange(1, 2001, dtype=dtype)
+    assert (numerators * (1 / 7) != numerators / torch.tensor(7, dtype=dtype)).any()  # the hazard is real
+    for bins in (3, 5, 7, 14):
+        expected = numerators / torch.tensor(bins, dtype=dtype)  # IEEE division on the CPU
+        result = roi_align_module.exact_divide(numerators.to(device), bins)
+        assert result.dtype == dtype
+        torch.testing.assert_close(result.cpu(), expected, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("aligned", [False, True])
+def test_autocast_computes_in_float32_like_torchvision(device, aligned):
+    # Mixed precision: the feature maps are half precision, the boxes float32 (a detector's
+    # proposals). Both libraries resample in float32 and return the input's dtype.
+    x, rois = make_case(torch.float32, device, 0.5)
+    half = AUTOCAST_DTYPE[device]
+    with torch.autocast(device, dtype=half):
+        ours = roi_align(x.to(half), rois, (3, 4), 0.5, -1, aligned)
+        ref = torchvision.ops.roi_align(x.to(half), rois, (3, 4), 0.5, -1, aligned)
+    assert ours.dtype == ref.dtype == half
+    # Both round a float32 result to half precision: equal up to one unit in the last place
+    # (the float32 sums run in another order on a GPU).
+    torch.testing.assert_close(ours, ref)
+    expected = roi_align(x.to(half).float(), rois, (3, 4), 0.5, -1, aligned).to(half)
+    torch.testing.assert_close(ours, expected, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("aligned", [False, True])
 def test_large_rois_many_chunks(device, aligned, monkeypatch):

@@ -53,6 +53,22 @@ def test_matches_torchvision(device, dtype, spatial_scale, output_size):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_autocast_computes_in_float32(device):
+    # Half-precision maps and float32 boxes, as in a detector under mixed precision (torchvision's
+    # roi_pool accepts that mix under CUDA autocast only; ours on every device).
+    x, rois = make_case(torch.float32, device, 0.5)
+    half = {"cpu": torch.bfloat16, "cuda": torch.float16}[device]
+    with torch.autocast(device, dtype=half):
+        ours = roi_pool(x.to(half), rois, (3, 4), 0.5)
+    assert ours.dtype == half
+    torch.testing.assert_close(ours, roi_pool(x.to(half).float(), rois, (3, 4), 0.5).to(half), atol=0, rtol=0)
+    if device == "cuda":
+        with torch.autocast(device, dtype=half):
+            ref = torchvision.ops.roi_pool(x.to(half), rois, (3, 4), 0.5)
+        torch.testing.assert_close(ours, ref, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_ties_send_the_gradient_to_the_first_maximum(device):
     # Small integers make ties within bins; torchvision's kernel keeps the first maximum in
     # row-major order, and so must we.
