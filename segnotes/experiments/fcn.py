@@ -47,7 +47,7 @@ from ..metrics import ConfusionMatrix
 from ..models import FCN, fcn
 from ..models.fcn import VARIANTS
 from ..utils import model_device
-from .runner import finish_run, load_finished, run_all
+from .runner import RunFiles, finish_run, run_all
 
 __all__ = [
     "FCNRecipe",
@@ -604,23 +604,8 @@ def checkpoint_root() -> Path:
     return Path(__file__).resolve().parents[2] / "data" / "checkpoints"
 
 
-def run_path(out: str | Path, name: str) -> Path:
-    """Where the finished checkpoint of run ``name`` lives: ``<out>/fcn/<name>.pt``."""
-    return Path(out) / "fcn" / f"{name}.pt"
-
-
-def _partial_path(out, name: str) -> Path:
-    return Path(out) / "fcn" / f"{name}.partial.pt"
-
-
-def is_done(out: str | Path, name: str) -> bool:
-    """Whether run ``name`` has a finished checkpoint under ``out``."""
-    return run_path(out, name).is_file()
-
-
-def load_run(out: str | Path, name: str) -> dict:
-    """A finished run's checkpoint: ``meta`` (spec, recipe, scores), ``history`` and ``model`` (float32, or None)."""
-    return load_finished(run_path(out, name), name)
+_FILES = RunFiles("fcn")
+run_path, is_done, load_run, _partial_path = _FILES.run_path, _FILES.is_done, _FILES.load_run, _FILES.partial_path
 
 
 def load_run_model(out: str | Path, name: str, device: torch.device | str = "cpu") -> FCN:

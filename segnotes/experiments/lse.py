@@ -59,7 +59,7 @@ from .mask_rcnn import (
     detection_trainer,
     hflip_instances,
 )
-from .runner import finish_run, load_finished, run_all
+from .runner import RunFiles, finish_run, run_all
 
 __all__ = [
     "LSERecipe",
@@ -375,23 +375,8 @@ def _monitor_scores(model: nn.Module, dataset: Dataset) -> dict:
 # Files
 
 
-def run_path(out: str | Path, name: str) -> Path:
-    """Where the finished checkpoint of run ``name`` lives: ``<out>/lse/<name>.pt``."""
-    return Path(out) / "lse" / f"{name}.pt"
-
-
-def _partial_path(out, name: str) -> Path:
-    return Path(out) / "lse" / f"{name}.partial.pt"
-
-
-def is_done(out: str | Path, name: str) -> bool:
-    """Whether run ``name`` has a finished checkpoint under ``out``."""
-    return run_path(out, name).is_file()
-
-
-def load_run(out: str | Path, name: str) -> dict:
-    """A finished run's checkpoint: ``meta`` (spec, recipe, scores), ``history`` and ``model`` (or None)."""
-    return load_finished(run_path(out, name), name)
+_FILES = RunFiles("lse")
+run_path, is_done, load_run, _partial_path = _FILES.run_path, _FILES.is_done, _FILES.load_run, _FILES.partial_path
 
 
 def build_model(variant: str, direction: str | None, num_classes: int = 10) -> nn.Module:

@@ -34,7 +34,7 @@ from .._checks import check_choice, check_int, describe
 from ..engine import TrainConfig, Trainer, detection_step
 from ..metrics import average_precision, detections_from_predictions
 from ..utils import model_device
-from .runner import finish_run, load_finished, run_all
+from .runner import RunFiles, finish_run, run_all
 
 __all__ = [
     "MaskRCNNRecipe",
@@ -309,23 +309,8 @@ def box_and_mask_ap(ground_truth: dict, detections: Sequence[dict], area_ranges:
 # Files
 
 
-def run_path(out: str | Path, name: str) -> Path:
-    """Where the finished checkpoint of run ``name`` lives: ``<out>/mask_rcnn/<name>.pt``."""
-    return Path(out) / "mask_rcnn" / f"{name}.pt"
-
-
-def _partial_path(out, name: str) -> Path:
-    return Path(out) / "mask_rcnn" / f"{name}.partial.pt"
-
-
-def is_done(out: str | Path, name: str) -> bool:
-    """Whether run ``name`` has a finished checkpoint under ``out``."""
-    return run_path(out, name).is_file()
-
-
-def load_run(out: str | Path, name: str) -> dict:
-    """A finished run's checkpoint: ``meta`` (spec, recipe, scores), ``history`` and ``model`` (or None)."""
-    return load_finished(run_path(out, name), name)
+_FILES = RunFiles("mask_rcnn")
+run_path, is_done, load_run, _partial_path = _FILES.run_path, _FILES.is_done, _FILES.load_run, _FILES.partial_path
 
 
 def _build_model(variant: str, num_classes: int, backbone: str) -> nn.Module:

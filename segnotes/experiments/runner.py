@@ -117,6 +117,33 @@ def run_all(
 # One run's files: shared by the chapters
 
 
+class RunFiles:
+    """Where one chapter's runs are stored under a checkpoint root ``out``.
+
+    A finished run is ``<out>/<chapter>/<name>.pt``; while it trains, ``<name>.partial.pt`` holds
+    what resuming needs (optimizer, scheduler and RNG states) and is deleted when it finishes.
+    """
+
+    def __init__(self, chapter: str):
+        self.chapter = chapter
+
+    def run_path(self, out: str | Path, name: str) -> Path:
+        """Where the finished checkpoint of run ``name`` lives: ``<out>/<chapter>/<name>.pt``."""
+        return Path(out) / self.chapter / f"{name}.pt"
+
+    def partial_path(self, out: str | Path, name: str) -> Path:
+        """The resumable checkpoint of run ``name`` while it trains: ``<out>/<chapter>/<name>.partial.pt``."""
+        return Path(out) / self.chapter / f"{name}.partial.pt"
+
+    def is_done(self, out: str | Path, name: str) -> bool:
+        """Whether run ``name`` has a finished checkpoint under ``out``."""
+        return self.run_path(out, name).is_file()
+
+    def load_run(self, out: str | Path, name: str) -> dict:
+        """A finished run's checkpoint: ``meta`` (spec, recipe, scores), ``history`` and ``model`` (float32, or None)."""
+        return load_finished(self.run_path(out, name), name)
+
+
 def load_finished(path: Path, name: str) -> dict:
     """A finished run's checkpoint: ``meta`` (spec, recipe, scores), ``history`` and ``model`` (or None)."""
     from ..engine import load_checkpoint
