@@ -43,12 +43,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .._checks import check_choice, check_int, describe
 from ..engine import Trainer, detection_step
+from ..metrics.coco import decode_segmentation
 from ..utils import model_device
 from .mask_rcnn import (
     _coco_of,
@@ -322,7 +322,7 @@ def _given_box_scores(model: nn.Module, dataset: Dataset, coco, batch_size: int 
                 handle_rle = coco.anns[ann_id].get("handle")
                 if handle_rle is None:
                     continue
-                handle = torch.from_numpy(mask_utils.decode(dict(handle_rle, counts=handle_rle["counts"].encode()))).bool()
+                handle = torch.from_numpy(decode_segmentation(handle_rle, *handle_rle["size"]))
                 if handle.any():
                     kept.setdefault(label, []).append(float((pred[k] & handle).sum() / handle.sum()))
     return {

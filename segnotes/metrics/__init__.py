@@ -12,6 +12,7 @@ from .coco import (
     RECALL_THRESHOLDS,
     average_precision,
     coco_evaluate,
+    decode_segmentation,
     detections_from_predictions,
 )
 from .confusion import ConfusionMatrix, confusion_matrix, segmentation_scores
@@ -25,6 +26,7 @@ __all__ = [
     "box_iou",
     "average_precision",
     "coco_evaluate",
+    "decode_segmentation",
     "detections_from_predictions",
     "COCO_AREA_RANGES",
     "IOU_THRESHOLDS",

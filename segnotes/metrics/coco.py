@@ -54,6 +54,7 @@ __all__ = [
     "RECALL_THRESHOLDS",
     "average_precision",
     "coco_evaluate",
+    "decode_segmentation",
     "detections_from_predictions",
 ]
 
@@ -152,6 +153,23 @@ def _to_rle(fn: str, where: str, segmentation, size: tuple[int, int]) -> dict:
         f"{fn}: {where}['segmentation'] must be polygons (list) or RLE (dict with counts and size), "
         f"got {describe(segmentation)}"
     )
+
+
+def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
+    """A COCO segmentation as a mask.
+
+    Args:
+        segmentation: polygons (list of ``[x1, y1, x2, y2, ...]``), an uncompressed RLE (``counts``
+            a list) or a compressed RLE (``counts`` str or bytes), with ``size`` ``[height, width]``.
+        height, width (int): the image's size (polygons and uncompressed RLE need it).
+
+    Returns:
+        ndarray[height, width] (bool)
+    """
+    rle = dict(_to_rle("decode_segmentation", "annotation", segmentation, (height, width)))
+    if isinstance(rle["counts"], str):
+        rle["counts"] = rle["counts"].encode("ascii")
+    return mask_utils.decode(rle).astype(bool)
 
 
 def _load_ground_truth(fn: str, coco_gt, iou_type: str) -> _GroundTruth:

@@ -23,6 +23,7 @@ from pycocotools import mask as mask_utils
 from torch import Tensor
 
 from .._checks import check_positive, describe
+from ..metrics.coco import decode_segmentation
 from .compare import OUTCOME_COLORS, _new_figure, _rgba8
 from .masks import _to_numpy_image, instance_colors
 
@@ -336,19 +337,6 @@ def pr_curve_figure(
 # ------------------------------------------------------------------------------------------- detections
 
 
-def _decode(segmentation, height: int, width: int) -> np.ndarray:
-    """bool [H, W] from a COCO segmentation (compressed RLE with str or bytes counts, uncompressed RLE, polygons)."""
-    if isinstance(segmentation, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation.get("counts"), list):
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:
-        rle = dict(segmentation)
-        if isinstance(rle["counts"], str):
-            rle["counts"] = rle["counts"].encode("ascii")
-    return mask_utils.decode(rle).astype(bool)
-
-
 def _outline(mask: np.ndarray) -> np.ndarray:
     """bool [H, W]: the mask's pixels with a 4-neighbour outside it."""
     inside = torch.from_numpy(mask)[None, None].float()
@@ -384,7 +372,7 @@ def _ground_truth(fn: str, target, image_id: int, ap_result: dict, shape: tuple[
             raise ValueError(f"{fn}: target must be COCO annotations of image {image_id} (dicts with an 'id' in "
                              f"ap_result's ground truth), got ids {ids}")
         rows = np.asarray([position[i] for i in ids], dtype=np.int64)
-        masks = [_decode(annotation["segmentation"], height, width) for annotation in target]
+        masks = [decode_segmentation(annotation["segmentation"], height, width) for annotation in target]
     else:
         raise TypeError(f"{fn}: target must be a torchvision target dict or a list of COCO annotations, "
                         f"got {describe(target)}")
@@ -435,7 +423,7 @@ class _DetectionsPlot:
                                  f"detection {position} (len {len(detections)})")
             detection = detections[position]
             segmentation = detection.get("segmentation")
-            mask = _decode(segmentation, height, width) if segmentation is not None else None
+            mask = decode_segmentation(segmentation, height, width) if segmentation is not None else None
             self._masks.append(mask)
             if "bbox" in detection:
                 x, y, w, h = detection["bbox"]

@@ -10,6 +10,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from .._checks import check_int, check_positive, describe
+from ..metrics.coco import decode_segmentation
 from ..utils import num_threads
 from ..viz.compare import perturb_mask
 
@@ -28,18 +29,6 @@ def _load(coco_gt) -> dict:
             return json.load(f)
     raise TypeError(f"simulated_detections: coco_gt must be a COCO dict, a pycocotools COCO or a JSON path, "
                     f"got {describe(coco_gt)}")
-
-
-def _decode(segmentation, height: int, width: int) -> torch.Tensor:
-    if isinstance(segmentation, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    else:
-        rle = dict(segmentation)
-        if isinstance(rle["counts"], list):
-            rle = mask_utils.frPyObjects(rle, height, width)
-        elif isinstance(rle["counts"], str):
-            rle["counts"] = rle["counts"].encode("ascii")
-    return torch.from_numpy(mask_utils.decode(rle).astype(bool))
 
 
 def _encode(mask: torch.Tensor) -> tuple[dict, list[float]]:
@@ -154,7 +143,7 @@ def _simulate(dataset: dict, generator: torch.Generator, miss_rate: float, dupli
     for image in dataset["images"]:
         image_id, height, width = image["id"], image["height"], image["width"]
         for annotation in by_image.get(image_id, []):
-            truth = _decode(annotation["segmentation"], height, width)
+            truth = torch.from_numpy(decode_segmentation(annotation["segmentation"], height, width))
             if annotation.get("iscrowd", 0):
                 if _uniform(generator) < 0.5:
                     results.append(detection(image_id, annotation["category_id"], truth, _uniform(generator, 0.3, 0.9)))

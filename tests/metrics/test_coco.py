@@ -7,7 +7,7 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
-from segnotes.metrics import average_precision, coco_evaluate, detections_from_predictions
+from segnotes.metrics import average_precision, coco_evaluate, decode_segmentation, detections_from_predictions
 from segnotes.metrics._synthetic import synthetic_instances
 from segnotes.metrics.coco import IOU_THRESHOLDS, _greedy_match
 
@@ -437,3 +437,27 @@ def test_bad_options_and_ground_truth(tiny, function, tmp_path):
         function(gt, dets, area_ranges={"all": (0, 1e10), "small": (5, 1), "medium": (1, 2), "large": (2, 3)})
     with pytest.raises(ValueError, match=rf"{name}: max_dets must be >= 10, got 5"):
         function(gt, dets, max_dets=5)
+
+
+def test_decode_segmentation_reads_every_coco_form():
+    mask = np.zeros((7, 9), bool)
+    mask[2:5, 3:8] = True
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    as_str = dict(rle, counts=rle["counts"].decode("ascii"))
+    column_major = mask.flatten(order="F").astype(np.uint8)
+    runs, value, count = [], 0, 0
+    for pixel in column_major:  # uncompressed RLE: alternating run lengths, zeros first
+        if pixel == value:
+            count += 1
+        else:
+            runs.append(count)
+            value, count = pixel, 1
+    runs.append(count)
+    uncompressed = {"size": [7, 9], "counts": runs}
+    polygon = [[3.0, 2.0, 8.0, 2.0, 8.0, 5.0, 3.0, 5.0]]  # the rectangle's outline, pixel edges
+    for segmentation in (rle, as_str, uncompressed):
+        decoded = decode_segmentation(segmentation, 7, 9)
+        assert decoded.dtype == bool and np.array_equal(decoded, mask)
+    assert np.array_equal(decode_segmentation(polygon, 7, 9), mask)
+    with pytest.raises(ValueError, match=r"decode_segmentation: annotation\['segmentation'\] must be polygons"):
+        decode_segmentation({"size": [7, 9]}, 7, 9)
