@@ -128,14 +128,18 @@ def float32_outside_autocast(input: Tensor):
 
     Under autocast a detector's feature maps are float16 (or bfloat16) while its boxes stay
     float32; resampling in float32 also keeps the bilinear weights exact. Yields a function that
-    casts a tensor, or a list of tensors, to float32 (anything else passes unchanged, for the
-    op's own checks to report); the caller casts the result back to ``input``'s dtype.
+    casts a half-precision tensor (float16, bfloat16), or a list of them, to float32; anything
+    else passes unchanged (float64 stays float64, as under torchvision's autocast, and bad input is
+    left for the op's own checks to report). The caller casts the result back to ``input``'s dtype.
     """
+    def half(t) -> bool:
+        return isinstance(t, Tensor) and t.dtype in (torch.float16, torch.bfloat16)
+
     def to_float32(x):
-        if isinstance(x, Tensor) and x.is_floating_point():
+        if half(x):
             return x.float()
-        if isinstance(x, (list, tuple)) and all(isinstance(t, Tensor) and t.is_floating_point() for t in x):
-            return [t.float() for t in x]
+        if isinstance(x, (list, tuple)) and x and all(isinstance(t, Tensor) for t in x):
+            return [t.float() if half(t) else t for t in x]
         return x
 
     with torch.autocast(input.device.type, enabled=False):

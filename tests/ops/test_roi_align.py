@@ -86,6 +86,12 @@ def test_autocast_computes_in_float32_like_torchvision(device, aligned):
     torch.testing.assert_close(ours, ref)
     expected = roi_align(x.to(half).float(), rois, (3, 4), 0.5, -1, aligned).to(half)
     torch.testing.assert_close(ours, expected, atol=0, rtol=0)
+    # float64 is left alone under autocast, as torchvision leaves it
+    x64, rois64 = x.double(), rois.double()
+    with torch.autocast(device, dtype=half):
+        ours64 = roi_align(x64, rois64, (3, 4), 0.5, -1, aligned)
+    assert ours64.dtype == torch.float64
+    torch.testing.assert_close(ours64, roi_align(x64, rois64, (3, 4), 0.5, -1, aligned), atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("device", DEVICES)
