@@ -20,35 +20,18 @@ import contextlib
 import copy
 import io
 import platform
-import statistics
 import sys
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from segnotes.metrics import average_precision, confusion_matrix
 from segnotes.metrics._synthetic import synthetic_instances
-from timing import bench_devices
+from timing import bench_devices, median_time
+
+CPU = torch.device("cpu")
 
 __all__ = ["run"]
-
-
-def _median_time(fn: Callable[[], object], repeats: int, setup: Callable[[], object] | None = None,
-                 device: torch.device | None = None) -> float:
-    """Median wall time of ``fn(setup())`` over ``repeats`` runs, after one warmup; setup is not timed."""
-    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else (lambda: None)
-    times = []
-    for run in range(repeats + 1):
-        argument = setup() if setup is not None else None
-        sync()
-        start = time.perf_counter()
-        fn(argument) if setup is not None else fn()
-        sync()
-        if run > 0:  # the first run is the warmup
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _cocoeval_reference(inputs):
@@ -88,12 +71,12 @@ def _coco_cases(quick: bool) -> list[dict]:
     repeats = 2 if quick else 3
     fresh = lambda: (copy.deepcopy(gt), copy.deepcopy(dets))  # noqa: E731  (COCO rewrites its inputs)
     ours_result = average_precision(gt, dets)
-    ours = _median_time(lambda: average_precision(gt, dets), repeats)
+    ours = median_time(lambda: average_precision(gt, dets), CPU, repeats)
     description = (f"{size['num_images']} images {size['image_size']} px, 9 categories, {len(gt['annotations'])} "
                    f"objects, {len(dets)} detections, segm")
     rows = []
     reference_stats = _cocoeval_reference(fresh())
-    reference = _median_time(_cocoeval_reference, repeats, setup=fresh)
+    reference = median_time(_cocoeval_reference, CPU, repeats, setup=fresh)
     rows.append({
         "case": "coco_ap_segm",
         "ours": ours,
@@ -106,7 +89,7 @@ def _coco_cases(quick: bool) -> list[dict]:
         faster_stats = _faster_coco_eval_reference(fresh())
     except ImportError:
         return rows
-    faster = _median_time(_faster_coco_eval_reference, repeats, setup=fresh)
+    faster = median_time(_faster_coco_eval_reference, CPU, repeats, setup=fresh)
     rows.append({
         "case": "coco_ap_segm",
         "ours": ours,
@@ -135,9 +118,8 @@ def _confusion_cases(quick: bool) -> list[dict]:
         if not torch.equal(confusion_matrix(p, t, 21), multiclass_confusion_matrix(p, t, 21, ignore_index=255)):
             raise RuntimeError("bench_metrics: confusion_matrix and torchmetrics disagree")
         repeats = 5 if quick else 20
-        ours = _median_time(lambda: confusion_matrix(p, t, 21), repeats, device=device)
-        reference = _median_time(lambda: multiclass_confusion_matrix(p, t, 21, ignore_index=255), repeats,
-                                 device=device)
+        ours = median_time(lambda: confusion_matrix(p, t, 21), device, repeats)
+        reference = median_time(lambda: multiclass_confusion_matrix(p, t, 21, ignore_index=255), device, repeats)
         rows.append({
             "case": f"confusion_matrix_{device.type}",
             "ours": ours,

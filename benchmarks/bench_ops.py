@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -22,7 +20,7 @@ import torchvision
 
 from segnotes.ops.roi_align import roi_align
 from segnotes.ops.roi_pool import roi_pool
-from timing import bench_devices
+from timing import bench_devices, median_time
 
 __all__ = ["run", "make_case"]
 
@@ -51,22 +49,6 @@ def make_case(
     index = torch.randint(0, 2, (num_rois, 1), generator=g).float().sort(dim=0).values
     rois = torch.cat([index, corner, corner + size], dim=1)
     return features.to(device), rois.to(device)
-
-
-def _median_time(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
-    """Median wall-clock seconds of ``fn`` after ``warmup`` calls, synchronising CUDA."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _forward_backward(op: Callable, features: torch.Tensor, rois: torch.Tensor, args: tuple) -> Callable[[], None]:
@@ -128,8 +110,8 @@ def _run_device(device: torch.device, quick: bool) -> list[dict]:
         else:
             ours_fn = lambda op=ours_op, a=args: op(features, rois, *a)  # noqa: E731
             ref_fn = lambda op=ref_op, a=args: op(features, rois, *a)  # noqa: E731
-        ours = _median_time(ours_fn, device, warmup, repeats)
-        reference = _median_time(ref_fn, device, warmup, repeats)
+        ours = median_time(ours_fn, device, repeats, warmup=warmup)
+        reference = median_time(ref_fn, device, repeats, warmup=warmup)
         rows.append(
             dict(
                 case=f"{case} ({device.type})",

@@ -14,17 +14,26 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_time(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` calls, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
+def median_time(fn, device: torch.device, repeats: int, warmup: int = 1, setup=None) -> float:
+    """Median wall time in seconds of ``fn()`` over ``repeats`` calls, after ``warmup`` untimed calls.
+
+    With ``setup``, each call is ``fn(setup())`` and ``setup()`` is not timed (e.g. a fresh copy of
+    inputs that ``fn`` consumes).
+    """
+    def call(timed: list | None) -> None:
+        argument = setup() if setup is not None else None
         sync(device)
-        times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        fn(argument) if setup is not None else fn()
+        sync(device)
+        if timed is not None:
+            timed.append(time.perf_counter() - start)
+
+    for _ in range(warmup):
+        call(None)
+    times: list[float] = []
+    for _ in range(repeats):
+        call(times)
     return statistics.median(times)
 
 
