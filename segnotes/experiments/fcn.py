@@ -200,11 +200,14 @@ class FCNRecipe:
         """Whether ``variant``'s runs train with ``rotate``, ``permute_channels`` and ``crop``."""
         return variant in self.augmented_variants
 
-    def whole_image_epochs(self, variant: str, epochs: int) -> int:
-        """Epochs on whole images with as many training pixels as ``epochs`` of ``variant``'s inputs."""
-        if self.crop is None or not self.augments(variant):
-            return epochs
-        return max(1, round(epochs * self.crop**2 / self.image_size**2))
+    def pixels_per_image(self, variant: str) -> int:
+        """Training pixels per image of ``variant``'s runs: a ``crop`` window, or the whole image."""
+        side = self.crop if self.crop is not None and self.augments(variant) else self.image_size
+        return side * side
+
+    def equal_pixel_epochs(self, epochs: int, variant: str, like: str) -> int:
+        """Epochs of ``variant``'s inputs holding as many training pixels as ``epochs`` of ``like``'s."""
+        return max(1, round(epochs * self.pixels_per_image(like) / self.pixels_per_image(variant)))
 
     @property
     def last_epochs(self) -> int:
@@ -282,8 +285,8 @@ def fcn_runs(recipe: FCNRecipe | None = None) -> list[RunSpec]:
         stages.append(stage(f"fcn8s_s{s}", "fcn8s", epochs=r.last_epochs, parent=f"fcn16s_s{s}"))
         if s in r.seeds_with_controls:
             # The last control has no child: its scores and history are all the chapter needs.
-            # As many training pixels as the FCN-8s stage, on whole images: stride 32 cannot use windows.
-            control_epochs = r.whole_image_epochs("fcn8s", r.last_epochs) if not r.augments("fcn32s") else r.last_epochs
+            # As many training pixels as the FCN-8s stage (which may train on windows, FCN-32s on whole images).
+            control_epochs = r.equal_pixel_epochs(r.last_epochs, "fcn32s", like="fcn8s")
             stages.append(stage(f"fcn32s_ctl8_s{s}", "fcn32s", epochs=control_epochs, parent=f"fcn32s_ctl16_s{s}",
                                 group="control", keep_weights=False))
     first = r.seeds[0]

@@ -86,12 +86,15 @@ def test_fcn_runs_last_stage_and_control_seeds():
     # Controls only for the control seeds, each with as many training pixels as the stage it controls:
     # the FCN-8s stage trains on 96 px windows, its FCN-32s control on whole 128 px images.
     assert sorted(n for n in by_name if "ctl" in n) == ["fcn32s_ctl16_s1", "fcn32s_ctl8_s1"]
-    assert by_name["fcn32s_ctl8_s1"].epochs == recipe.whole_image_epochs("fcn8s", 3) == round(3 * 96**2 / 128**2) == 2
-    assert recipe.whole_image_epochs("fcn16s", 3) == 3  # not augmented: its own epochs
+    assert by_name["fcn32s_ctl8_s1"].epochs == recipe.equal_pixel_epochs(3, "fcn32s", like="fcn8s") == round(3 * 96**2 / 128**2) == 2
+    assert recipe.equal_pixel_epochs(3, "fcn32s", like="fcn16s") == 3  # neither augmented: its own epochs
+    assert recipe.pixels_per_image("fcn8s") == 96**2 and recipe.pixels_per_image("fcn32s") == 128**2
     whole = dataclasses.replace(recipe, crop=None)
     assert {r.name: r for r in fcn_runs(whole)}["fcn32s_ctl8_s1"].epochs == 3
     everything = dataclasses.replace(recipe, augmented_variants=("fcn32s", "fcn16s", "fcn8s"))
     assert {r.name: r for r in fcn_runs(everything)}["fcn32s_ctl8_s1"].epochs == 3  # windows too: as many epochs
+    coarse_only = dataclasses.replace(recipe, augmented_variants=("fcn32s",))  # the control on windows, FCN-8s not
+    assert {r.name: r for r in fcn_runs(coarse_only)}["fcn32s_ctl8_s1"].epochs == round(3 * 128**2 / 96**2) == 5
     # The from-scratch FCN-8s and the loss-sampling run follow the whole chain's length.
     assert by_name["fcn8s_scratch_s0"].epochs == TINY.base_epochs + TINY.stage_epochs + 3
     assert by_name["patch_p0.25_s0"].epochs == TINY.base_epochs + TINY.stage_epochs + 3
