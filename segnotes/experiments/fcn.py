@@ -202,11 +202,13 @@ class FCNRecipe:
 
     def pixels_per_image(self, variant: str) -> int:
         """Training pixels per image of ``variant``'s runs: a ``crop`` window, or the whole image."""
+        check_choice("FCNRecipe.pixels_per_image", "variant", variant, list(VARIANTS))
         side = self.crop if self.crop is not None and self.augments(variant) else self.image_size
         return side * side
 
     def equal_pixel_epochs(self, epochs: int, variant: str, like: str) -> int:
         """Epochs of ``variant``'s inputs holding as many training pixels as ``epochs`` of ``like``'s."""
+        check_int("FCNRecipe.equal_pixel_epochs", "epochs", epochs, minimum=1)
         return max(1, round(epochs * self.pixels_per_image(like) / self.pixels_per_image(variant)))
 
     @property

@@ -89,6 +89,10 @@ def test_fcn_runs_last_stage_and_control_seeds():
     assert by_name["fcn32s_ctl8_s1"].epochs == recipe.equal_pixel_epochs(3, "fcn32s", like="fcn8s") == round(3 * 96**2 / 128**2) == 2
     assert recipe.equal_pixel_epochs(3, "fcn32s", like="fcn16s") == 3  # neither augmented: its own epochs
     assert recipe.pixels_per_image("fcn8s") == 96**2 and recipe.pixels_per_image("fcn32s") == 128**2
+    with pytest.raises(ValueError, match=r"pixels_per_image: variant must be one of .*fcn8s.*, got 'fcn4s'"):
+        recipe.equal_pixel_epochs(3, "fcn4s", like="fcn8s")
+    with pytest.raises(ValueError, match=r"equal_pixel_epochs: epochs must be .*1.*got 0"):
+        recipe.equal_pixel_epochs(0, "fcn32s", like="fcn8s")
     whole = dataclasses.replace(recipe, crop=None)
     assert {r.name: r for r in fcn_runs(whole)}["fcn32s_ctl8_s1"].epochs == 3
     everything = dataclasses.replace(recipe, augmented_variants=("fcn32s", "fcn16s", "fcn8s"))
