@@ -46,10 +46,10 @@ from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 from tqdm.auto import tqdm
 
 from .._checks import check_choice, check_int, describe
+from ..metrics.coco import encode_masks
 from .png import write_png
 
 __all__ = [
@@ -719,17 +719,11 @@ def _annotations(rendered: Rendered) -> list[dict]:
             handle = owned & rendered.handles
             if not HANDLE_IN_MASK[category_id]:
                 mask = owned & ~rendered.handles
-            extra["handle"] = _rle(handle)  # visible handle pixels, for the LSE chapter's diagnostics
+            extra["handle"] = encode_masks(handle)[0]  # visible handle pixels, for the LSE chapter's diagnostics
         annotations.append(
-            dict(category_id=category_id, segmentation=_rle(mask), bbox=bbox, area=int(mask.sum()), iscrowd=crowd, **extra)
+            dict(category_id=category_id, segmentation=encode_masks(mask)[0], bbox=bbox, area=int(mask.sum()), iscrowd=crowd, **extra)
         )
     return annotations
-
-
-def _rle(mask: np.ndarray) -> dict:
-    """COCO's compressed RLE of a bool mask [H, W], with the counts as an ASCII string."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return dict(size=[int(s) for s in rle["size"]], counts=rle["counts"].decode("ascii"))
 
 
 def _file_name(index: int) -> str:
@@ -919,8 +913,8 @@ def _run_jobs(jobs: list, workers: int, progress: bool) -> list:
         chunk = max(1, min(16, len(jobs) // (4 * processes)))
         results = []
         with multiprocessing.get_context().Pool(processes) as pool:
-            for annotations in pool.imap(_make_image, jobs, chunksize=chunk):
-                results.append(annotations)
+            for image_annotations in pool.imap(_make_image, jobs, chunksize=chunk):
+                results.append(image_annotations)
                 bar.update()
         return results
 

@@ -13,6 +13,7 @@ from .coco import (
     average_precision,
     coco_evaluate,
     decode_segmentation,
+    encode_masks,
     detections_from_predictions,
 )
 from .confusion import ConfusionMatrix, confusion_matrix, segmentation_scores
@@ -27,6 +28,7 @@ __all__ = [
     "average_precision",
     "coco_evaluate",
     "decode_segmentation",
+    "encode_masks",
     "detections_from_predictions",
     "COCO_AREA_RANGES",
     "IOU_THRESHOLDS",

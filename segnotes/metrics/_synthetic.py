@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pycocotools.mask as mask_utils
 
+from .coco import encode_masks
+
 __all__ = ["synthetic_instances"]
 
 
@@ -38,13 +40,10 @@ def _half_sizes(rng: np.random.Generator, image_size: int) -> tuple[float, float
 
 def _encode(shapes: list[tuple], size: int) -> tuple[list[dict], np.ndarray]:
     """Compressed RLEs of the shapes (counts as str, as a JSON file holds them) and their areas."""
-    masks = np.zeros((size, size, len(shapes)), dtype=np.uint8, order="F")  # (H, W, N) as pycocotools wants
+    masks = np.zeros((len(shapes), size, size), dtype=np.uint8)
     for i, shape in enumerate(shapes):
-        _draw(*shape, out=masks[:, :, i])
-    rles = mask_utils.encode(masks) if shapes else []
-    for rle in rles:
-        rle["counts"] = rle["counts"].decode("ascii")
-    return rles, masks.sum(axis=(0, 1))
+        _draw(*shape, out=masks[i])
+    return encode_masks(masks), masks.sum(axis=(1, 2))
 
 
 def synthetic_instances(

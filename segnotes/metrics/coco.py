@@ -55,6 +55,7 @@ __all__ = [
     "average_precision",
     "coco_evaluate",
     "decode_segmentation",
+    "encode_masks",
     "detections_from_predictions",
 ]
 
@@ -153,6 +154,38 @@ def _to_rle(fn: str, where: str, segmentation, size: tuple[int, int]) -> dict:
         f"{fn}: {where}['segmentation'] must be polygons (list) or RLE (dict with counts and size), "
         f"got {describe(segmentation)}"
     )
+
+
+def encode_masks(masks) -> list[dict]:
+    """Binary masks as COCO compressed RLEs, the inverse of :func:`decode_segmentation`.
+
+    Args:
+        masks (ndarray or Tensor [N, H, W] or [H, W], bool or integer 0/1): one mask per instance
+            (a single [H, W] mask counts as N = 1). Probabilities must be thresholded first.
+
+    Returns:
+        list of N dicts ``{"size": [H, W], "counts": str}``: the counts as ASCII text, as a COCO
+        JSON file holds them (pycocotools returns bytes).
+    """
+    fn = "encode_masks"
+    if isinstance(masks, Tensor):
+        masks = masks.detach().cpu().numpy()
+    if not isinstance(masks, np.ndarray):
+        raise TypeError(f"{fn}: masks must be a numpy array or a torch.Tensor, got {describe(masks)}")
+    if masks.ndim == 2:
+        masks = masks[None]
+    if masks.ndim != 3:
+        raise ValueError(f"{fn}: masks must be [N, H, W] or [H, W], got shape {tuple(masks.shape)}")
+    if masks.dtype != np.bool_:
+        if not np.issubdtype(masks.dtype, np.integer):
+            raise TypeError(f"{fn}: masks must be bool or integer 0/1 (threshold probabilities first), got dtype {masks.dtype}")
+        if masks.size and (masks.min() < 0 or masks.max() > 1):
+            raise ValueError(f"{fn}: integer masks must hold only 0 and 1, got values from {masks.min()} to {masks.max()}")
+    if masks.shape[0] == 0:
+        return []
+    # pycocotools wants (H, W, N) uint8 in Fortran order.
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    return [dict(size=[int(s) for s in rle["size"]], counts=rle["counts"].decode("ascii")) for rle in rles]
 
 
 def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
@@ -798,10 +831,4 @@ def _encode_masks(fn: str, where: str, masks, keep: Tensor) -> list[dict]:
             f"{fn}: {where} must be Tensor[N, 1, H, W] or [N, H, W] with N = len(boxes), got {describe(masks)}"
         )
     masks = masks[keep.to(masks.device)]
-    binary = masks if masks.dtype == torch.bool else masks > 0.5
-    # pycocotools wants (H, W, N) uint8 in Fortran order.
-    array = np.asfortranarray(binary.permute(1, 2, 0).cpu().numpy().astype(np.uint8))
-    rles = mask_utils.encode(array)
-    for rle in rles:
-        rle["counts"] = rle["counts"].decode("ascii")
-    return rles
+    return encode_masks(masks if masks.dtype == torch.bool else masks > 0.5)

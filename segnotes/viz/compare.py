@@ -23,7 +23,13 @@ from pycocotools import mask as mask_utils
 from torch import Tensor
 
 from .._checks import check_choice, check_int, check_tensor, describe
-from ..metrics import average_precision, confusion_matrix, detections_from_predictions, segmentation_scores
+from ..metrics import (
+    average_precision,
+    confusion_matrix,
+    detections_from_predictions,
+    encode_masks,
+    segmentation_scores,
+)
 from .masks import _to_numpy_image, instance_colors, overlay_instances, voc_palette
 
 __all__ = [
@@ -448,13 +454,11 @@ def _coco_ground_truth(targets, image_ids: list[int], shape_of) -> dict:
     for image_id, target in zip(image_ids, targets):
         height, width = shape_of(image_id)
         images.append({"id": image_id, "height": height, "width": width})
-        masks = target["masks"].detach().cpu().numpy().astype(np.uint8)
+        masks = target["masks"].detach().cpu().bool()
         labels = target["labels"].tolist()
         crowd = target.get("iscrowd", torch.zeros(len(labels), dtype=torch.int64)).tolist()
-        for mask, label, is_crowd in zip(masks, labels, crowd):
-            rle = mask_utils.encode(np.asfortranarray(mask))
+        for mask, rle, label, is_crowd in zip(masks, encode_masks(masks), labels, crowd):
             x, y, w, h = mask_utils.toBbox(rle).tolist()
-            rle["counts"] = rle["counts"].decode("ascii")
             annotations.append({
                 "id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
                 "segmentation": rle, "area": float(mask.sum()), "bbox": [x, y, w, h], "iscrowd": int(is_crowd),

@@ -5,12 +5,11 @@ something to measure. Later chapters repeat every check on trained models.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
 from .._checks import check_int, check_positive, describe
-from ..metrics.coco import decode_segmentation
+from ..metrics.coco import decode_segmentation, encode_masks
 from ..utils import num_threads
 from ..viz.compare import perturb_mask
 
@@ -32,10 +31,9 @@ def _load(coco_gt) -> dict:
 
 
 def _encode(mask: torch.Tensor) -> tuple[dict, list[float]]:
-    rle = mask_utils.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
-    box = mask_utils.toBbox(rle).tolist()
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle, box
+    """A bool mask [H, W] -> (compressed RLE, its xywh box)."""
+    rle = encode_masks(mask)[0]
+    return rle, mask_utils.toBbox(rle).tolist()
 
 
 def _iou(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -7,7 +7,13 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
-from segnotes.metrics import average_precision, coco_evaluate, decode_segmentation, detections_from_predictions
+from segnotes.metrics import (
+    average_precision,
+    coco_evaluate,
+    decode_segmentation,
+    detections_from_predictions,
+    encode_masks,
+)
 from segnotes.metrics._synthetic import synthetic_instances
 from segnotes.metrics.coco import IOU_THRESHOLDS, _greedy_match
 
@@ -461,3 +467,31 @@ def test_decode_segmentation_reads_every_coco_form():
     assert np.array_equal(decode_segmentation(polygon, 7, 9), mask)
     with pytest.raises(ValueError, match=r"decode_segmentation: annotation\['segmentation'\] must be polygons"):
         decode_segmentation({"size": [7, 9]}, 7, 9)
+
+
+def test_encode_masks_is_pycocotools_encoding_with_text_counts_and_inverts_decode():
+    rng = np.random.default_rng(0)
+    masks = rng.random((3, 7, 9)) < 0.4
+    rles = encode_masks(masks)
+    assert len(rles) == 3
+    for mask, rle in zip(masks, rles):
+        reference = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        assert rle == {"size": [7, 9], "counts": reference["counts"].decode("ascii")}
+        assert json.loads(json.dumps(rle)) == rle  # JSON-ready: str counts, int sizes
+        assert np.array_equal(decode_segmentation(rle, 7, 9), mask)
+    # one [H, W] mask, a uint8 0/1 array and a (CUDA or CPU) tensor give the same encoding
+    assert encode_masks(masks[1]) == [rles[1]]
+    assert encode_masks(masks.astype(np.uint8)) == rles
+    assert encode_masks(torch.from_numpy(masks)) == rles
+    assert encode_masks(np.zeros((0, 7, 9), bool)) == []
+
+
+def test_encode_masks_rejects_bad_input():
+    with pytest.raises(TypeError, match="encode_masks: masks must be a numpy array or a torch.Tensor, got list"):
+        encode_masks([[0, 1]])
+    with pytest.raises(ValueError, match=r"encode_masks: masks must be \[N, H, W\] or \[H, W\], got shape \(2, 2, 2, 2\)"):
+        encode_masks(np.zeros((2, 2, 2, 2), bool))
+    with pytest.raises(TypeError, match="threshold probabilities first"):
+        encode_masks(np.full((2, 2), 0.7))
+    with pytest.raises(ValueError, match="encode_masks: integer masks must hold only 0 and 1, got values from 0 to 2"):
+        encode_masks(np.array([[0, 2]]))
