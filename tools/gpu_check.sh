@@ -20,8 +20,12 @@ else
   export PYTHONPATH=$PWD
 fi
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, torch.cuda.get_device_name())" || exit 1
-# the detector benchmark trains on the shapes data; generate it while the tests run
-python3 -m segnotes.cli data shapes --root data/shapes --num-train 2000 --num-val 500 --seed 0 --image-size 128 >/dev/null 2>&1 &
+# the detector benchmark trains on the shapes data; generate it while the tests run, with the
+# Makefile's arguments (the set `make data` makes and data/shapes.sha256 describes)
+data_args=$(sed -n 's/^DATA_ARGS := //p' Makefile)
+[ -n "$data_args" ] || { echo "gpu_check.sh: no 'DATA_ARGS := ...' line in the Makefile" >&2; exit 1; }
+# shellcheck disable=SC2086  # the arguments are words
+python3 -m segnotes.cli data shapes --root data/shapes $data_args >/dev/null 2>&1 &
 data=$!
 timeout "${PYTEST_SECONDS:-240}" python3 -m pytest tests -v -n "${PYTEST_WORKERS:-8}" -p no:cacheprovider -p no:benchmark \
   --tb=short -W ignore >"$out/pytest.log" 2>&1
@@ -29,7 +33,8 @@ stamp "pytest exit $?"
 grep -a "FAILED\|ERROR" "$out/pytest.log" | grep -v "^E " | sort -u | head -40
 tail -1 "$out/pytest.log"
 wait "$data"
-stamp "data ready"
+python3 -m segnotes.cli data verify --root data/shapes --checksums data/shapes.sha256 >/dev/null 2>&1
+stamp "data ready (checksums: exit $? with 0 = identical to the committed set)"
 timeout "${BENCH_SECONDS:-240}" python3 benchmarks/run.py --devices cuda --only "${BENCH_ONLY:-detector,fcn,metrics,ops}" \
   --output "$out/bench_cuda.md" >"$out/bench.log" 2>&1
 stamp "benchmarks exit $?"
