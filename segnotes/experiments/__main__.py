@@ -4,19 +4,28 @@ Runs everything not yet done, resumably: each run checkpoints every few minutes,
 run resumes where it stopped, and finished runs are skipped. Each training process uses one
 torch thread (the result depends on the thread count) and fixed seeds; ``--jobs 2`` trains two
 independent runs at once.
+
+``--set FIELD=VALUE`` changes a field of the chapter's recipe (e.g. ``--set epochs=12`` trains the
+LSE runs three times as long). The runs keep their names, so such runs go to another ``--out``
+than the book's ``data/checkpoints``. Outside the book's folder the recipe is recorded in
+``<out>/<chapter>/recipe.json``, and a later call with other values is refused: an interrupted
+run resumes only with the recipe it started with.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
+import types
+import typing
 from pathlib import Path
 
 from ..cli import int_at_least
-from . import fcn, lse, mask_rcnn
+from . import checkpoint_root, fcn, lse, mask_rcnn
 from .runner import run_all
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "override_recipe"]
 
 # chapter -> (recipe with the defaults make checkpoints trains, its runs, its is_done)
 CHAPTERS = {
@@ -27,6 +36,99 @@ CHAPTERS = {
 
 
 _positive_int = int_at_least(1)
+_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _parse_value(text: str, kind) -> object:
+    """``text`` as a value of the annotation ``kind`` (bool, int, float, str, tuples, ``X | None``)."""
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else ()
+    if options:
+        if text.lower() == "none" and type(None) in options:
+            return None
+        (kind,) = [option for option in options if option is not type(None)]
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        return tuple(_parse_value(part.strip(), item) for part in text.split(",") if part.strip())
+    if kind is bool:
+        if text.lower() not in _BOOLEANS:
+            raise ValueError(f"expected true or false, got {text!r}")
+        return _BOOLEANS[text.lower()]
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    return text
+
+
+def override_recipe(recipe, assignments: list[str]):
+    """``recipe`` with fields replaced from ``"field=value"`` texts (the CLI's ``--set``).
+
+    Values are read by the field's type: ``epochs=12``, ``lr=0.01``, ``flip=false``,
+    ``seeds=0,1,2`` (a tuple; ``seeds=`` is empty), ``crop=none`` where None is allowed. The
+    recipe's own checks then apply (e.g. ``seeds`` must not be empty).
+
+    Raises:
+        ValueError: an assignment without ``=``, an unknown field, or a value of the wrong kind,
+            each naming the field and the recipe.
+    """
+    name = type(recipe).__name__
+    kinds = typing.get_type_hints(type(recipe))
+    fields = [field.name for field in dataclasses.fields(recipe)]
+    changes = {}
+    for text in assignments:
+        key, sep, value = text.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"--set expects FIELD=VALUE, got {text!r}")
+        if key not in fields:
+            raise ValueError(f"--set {text}: {name} has no field {key!r}; its fields: {', '.join(fields)}")
+        try:
+            changes[key] = _parse_value(value.strip(), kinds[key])
+        except ValueError as error:
+            raise ValueError(f"--set {text}: {name}.{key}: {error}") from None
+    return dataclasses.replace(recipe, **changes)
+
+
+def _recipe_record(chapter: str, recipe, out: Path, write: bool) -> None:
+    """Check ``<out>/<chapter>/recipe.json`` against ``recipe``, or write it (``write``) when absent.
+
+    An interrupted run resumes from its partial checkpoint, which does not hold the recipe: the
+    record makes a second call with other ``--set`` values fail instead of mixing two recipes.
+    """
+    import json
+
+    path = Path(out) / chapter / "recipe.json"
+    current = json.loads(json.dumps(dataclasses.asdict(recipe)))  # tuples as lists, as read back
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        differ = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+        if differ:
+            pairs = ", ".join(f"{k}={stored.get(k)!r} there, {current.get(k)!r} now" for k in differ)
+            raise ValueError(f"the runs in {path.parent} were started with another recipe ({pairs}); "
+                             "repeat their --set values or train into another --out")
+    elif write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(current, indent=1) + "\n")
+        temporary.replace(path)
+
+
+def _check_finished_runs(chapter: str, recipe, runs, out: Path, changed: list[str]) -> None:
+    """Refuse finished runs in ``out`` that were trained with other values of the ``--set`` fields."""
+    module = {"fcn": fcn, "mask_rcnn": mask_rcnn, "lse": lse}[chapter]
+    for spec in runs:
+        if not module.is_done(out, spec.name):
+            continue
+        stored = module.load_run(out, spec.name)["meta"].get("recipe", {})
+        for field in changed:
+            want = getattr(recipe, field)
+            have = stored.get(field)
+            if (list(want) if isinstance(want, tuple) else want) != (list(have) if isinstance(have, tuple) else have):
+                raise ValueError(
+                    f"--set {field}={want!r}: the finished run {spec.name} in {out} was trained with "
+                    f"{field}={have!r} and would be kept as it is; train into another --out"
+                )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,12 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", type=Path, default=None, help="shapes data set folder (default: segnotes.data.default_root())")
     parser.add_argument("--handles-root", type=Path, default=None,
                         help="shapes-with-handles folder, for lse (default: segnotes.experiments.lse.handles_root())")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="change a field of the chapter's recipe, e.g. --set epochs=12 --set seeds=0,1 "
+                             "(repeatable; the runs keep their names: use another --out than data/checkpoints)")
     parser.add_argument("--list", action="store_true", help="list the runs and whether they are done, then exit")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    book_roots = {Path("data/checkpoints").resolve(), Path(checkpoint_root()).resolve()}
+    book_root = args.out.resolve() in book_roots
+    if args.overrides and book_root:
+        parser.error("--set changes the recipe but the runs keep their names: give another --out than "
+                     "data/checkpoints, which holds the book's checkpoints")
     device = args.device
     if device == "auto":
         from ..utils import get_device
@@ -57,9 +168,20 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)  # for --jobs 1, which trains in this process
     chapters = tuple(CHAPTERS) if args.chapter == "all" else (args.chapter,)
+    changed = [text.partition("=")[0].strip() for text in args.overrides]
+    plans = []  # every chapter's recipe and runs, checked before any training starts
     for chapter in chapters:
         recipe, make_runs, is_done = CHAPTERS[chapter]()
-        runs = make_runs(recipe)
+        try:
+            recipe = override_recipe(recipe, args.overrides)
+            runs = make_runs(recipe)
+            _check_finished_runs(chapter, recipe, runs, args.out, changed)
+            if not book_root:
+                _recipe_record(chapter, recipe, args.out, write=not args.list)
+        except (TypeError, ValueError) as error:
+            parser.error(f"{chapter}: {error}")
+        plans.append((chapter, recipe, runs, is_done))
+    for chapter, recipe, runs, is_done in plans:
         if args.list:
             for spec in runs:
                 print(f"{'done' if is_done(args.out, spec.name) else 'todo'}  {spec.name}")
