@@ -110,3 +110,10 @@ def test_set_refuses_a_folder_trained_with_other_values(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["lse", "--out", str(tmp_path / "long"), "--list"])
     assert "were started with another recipe (epochs=12 there, 4 now)" in capsys.readouterr().err
+
+
+def test_set_may_train_into_a_folder_the_book_is_pointed_at(tmp_path, monkeypatch, capsys):
+    # $SEGNOTES_CHECKPOINTS names a folder of variants for the chapters to read; only the committed one is refused.
+    monkeypatch.setenv("SEGNOTES_CHECKPOINTS", str(tmp_path))
+    assert main(["lse", "--out", str(tmp_path), "--set", "epochs=12", "--list"]) == 0
+    assert "todo  lse_oracle_s0" in capsys.readouterr().out
