@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 import types
@@ -23,7 +24,8 @@ from pathlib import Path
 
 from ..cli import int_at_least
 from . import fcn, lse, mask_rcnn
-from .runner import run_all
+from .fcn import REPOSITORY_CHECKPOINTS
+from .runner import _chapter, run_all
 
 __all__ = ["main", "build_parser", "override_recipe"]
 
@@ -36,7 +38,6 @@ CHAPTERS = {
 
 
 _positive_int = int_at_least(1)
-_COMMITTED = Path(fcn.__file__).resolve().parents[2] / "data" / "checkpoints"  # what the repository holds
 _BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
@@ -91,16 +92,19 @@ def override_recipe(recipe, assignments: list[str]):
     return dataclasses.replace(recipe, **changes)
 
 
+def _plain(value):
+    """``value`` as JSON gives it back (tuples as lists): how a recorded recipe compares with a live one."""
+    return json.loads(json.dumps(value))
+
+
 def _recipe_record(chapter: str, recipe, out: Path, write: bool) -> None:
     """Check ``<out>/<chapter>/recipe.json`` against ``recipe``, or write it (``write``) when absent.
 
     An interrupted run resumes from its partial checkpoint, which does not hold the recipe: the
     record makes a second call with other ``--set`` values fail instead of mixing two recipes.
     """
-    import json
-
     path = Path(out) / chapter / "recipe.json"
-    current = json.loads(json.dumps(dataclasses.asdict(recipe)))  # tuples as lists, as read back
+    current = _plain(dataclasses.asdict(recipe))
     if path.is_file():
         stored = json.loads(path.read_text())
         differ = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
@@ -115,9 +119,11 @@ def _recipe_record(chapter: str, recipe, out: Path, write: bool) -> None:
         temporary.replace(path)
 
 
-def _check_finished_runs(chapter: str, recipe, runs, out: Path, changed: list[str]) -> None:
+def _check_finished_runs(recipe, runs, out: Path, changed: list[str]) -> None:
     """Refuse finished runs in ``out`` that were trained with other values of the ``--set`` fields."""
-    module = {"fcn": fcn, "mask_rcnn": mask_rcnn, "lse": lse}[chapter]
+    if not changed:  # nothing to compare: do not read every checkpoint
+        return
+    module = _chapter(recipe)
     for spec in runs:
         if not module.is_done(out, spec.name):
             continue
@@ -125,7 +131,7 @@ def _check_finished_runs(chapter: str, recipe, runs, out: Path, changed: list[st
         for field in changed:
             want = getattr(recipe, field)
             have = stored.get(field)
-            if (list(want) if isinstance(want, tuple) else want) != (list(have) if isinstance(have, tuple) else have):
+            if _plain(want) != _plain(have):
                 raise ValueError(
                     f"--set {field}={want!r}: the finished run {spec.name} in {out} was trained with "
                     f"{field}={have!r} and would be kept as it is; train into another --out"
@@ -156,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # The committed checkpoints (a folder named by $SEGNOTES_CHECKPOINTS may hold variants: that is what it is for).
-    book_root = args.out.resolve() in {Path("data/checkpoints").resolve(), _COMMITTED}
+    book_root = args.out.resolve() in {parser.get_default("out").resolve(), REPOSITORY_CHECKPOINTS}
     if args.overrides and book_root:
         parser.error("--set changes the recipe but the runs keep their names: give another --out than "
                      "data/checkpoints, which holds the book's checkpoints")
@@ -176,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             recipe = override_recipe(recipe, args.overrides)
             runs = make_runs(recipe)
-            _check_finished_runs(chapter, recipe, runs, args.out, changed)
+            _check_finished_runs(recipe, runs, args.out, changed)
             if not book_root:
                 _recipe_record(chapter, recipe, args.out, write=not args.list)
         except (TypeError, ValueError) as error:

@@ -609,6 +609,9 @@ def _plain_scores(scores: Mapping) -> dict:
 # Running
 
 
+REPOSITORY_CHECKPOINTS = Path(__file__).resolve().parents[2] / "data" / "checkpoints"  # the committed ones
+
+
 def checkpoint_root() -> Path:
     """Where the book's checkpoints live: ``$SEGNOTES_CHECKPOINTS`` if set, else ``<repo>/data/checkpoints``.
 
@@ -616,7 +619,7 @@ def checkpoint_root() -> Path:
     """
     if os.environ.get("SEGNOTES_CHECKPOINTS"):
         return Path(os.environ["SEGNOTES_CHECKPOINTS"]).expanduser()
-    return Path(__file__).resolve().parents[2] / "data" / "checkpoints"
+    return REPOSITORY_CHECKPOINTS
 
 
 _FILES = RunFiles("fcn")
