@@ -4,9 +4,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import ipywidgets
+import numpy as np
 
-from ..viz.compare import _ModelComparisonPlot
+from ..viz.compare import _MODEL_COLORS, _ModelComparisonPlot, _rgba8
 from ._base import FigureWidget
+from ._static import control_spec, png_base64
 
 __all__ = ["ModelComparison"]
 
@@ -59,3 +61,62 @@ class ModelComparison(FigureWidget):
 
     def _animated(self):
         return self._plot.animated()
+
+    _static_kind = "model-comparison"
+    #: The page draws the pictures this many times larger, so that boxes fall between pixels.
+    _static_scale = 2
+
+    def _static_data(self) -> dict:
+        # Every picture the widget can show, drawn here by the figure's own code: one per image and panel, and in
+        # instance mode one per set of detections a score threshold keeps (far fewer than thresholds). The page
+        # swaps them; the bars and scores are drawn from the numbers.
+        plot = self._plot
+        frames: list[dict] = []
+        seen: dict = {}
+
+        def frame(rgb, segments, colors) -> int:
+            boxes = [[*segment[0], *segment[2], *_rgba8(np.asarray([[color]], dtype=np.float32))[0, 0, :3].tolist()]
+                     for segment, color in zip(segments, colors)]
+            png = png_base64(_rgba8(rgb)[..., :3])
+            key = (png, str(boxes))
+            if key not in seen:
+                seen[key] = len(frames)
+                frames.append({"png": png, "boxes": boxes})
+            return seen[key]
+
+        thresholds = []
+        if plot.mode == "instance":
+            thresholds = control_spec("score_threshold", self.controls["score_threshold"])["values"]
+        images = []
+        for index in range(len(plot.images)):
+            if plot.mode == "semantic":
+                images.append({"panels": [frame(*picture) for picture in plot.pictures(index, 0.0)]})
+                continue
+            image_panel, truth_panel = (frame(*picture) for picture in plot.pictures(index, 1.1)[:2])
+            models = []
+            for predictions in plot.predictions:
+                scores = predictions[index]["scores"].detach().cpu()
+                by_kept: dict = {}  # the same detections kept -> the same picture
+                chosen = []
+                for threshold in thresholds:
+                    kept = tuple((scores >= threshold).nonzero().flatten().tolist())
+                    if kept not in by_kept:
+                        by_kept[kept] = frame(*plot.pictures(index, threshold)[2 + len(models)])
+                    chosen.append(by_kept[kept])
+                models.append(chosen)
+            images.append({"panels": [image_panel, truth_panel, *models]})
+        titles = [ax.title.get_text() for ax in (panel.axes for panel in plot._panels)]
+        return {
+            "mode": plot.mode,
+            "names": list(plot.names),
+            "score_name": plot.score_name,
+            "titles": titles,
+            "model_panels": [1, 2] if plot.mode == "semantic" else [2, 3],
+            "scores": plot.scores,
+            "totals": plot.totals,
+            "thresholds": thresholds,
+            "colors": [_rgba8(np.asarray([[c]], dtype=np.float32))[0, 0, :3].tolist() for c in _MODEL_COLORS],
+            "box_scale": self._static_scale,
+            "frames": frames,
+            "images": images,
+        }
