@@ -42,6 +42,12 @@ def skip_or_fail(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
+def skip_or_fail_browser():
+    """skip_or_fail, for tests that find out late that they cannot run (e.g. no built book)."""
+    return skip_or_fail
+
+
+@pytest.fixture(scope="session")
 def browser():
     """A headless Chromium for the session (playwright Browser)."""
     reason = browser_missing()
