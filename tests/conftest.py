@@ -21,7 +21,8 @@ def on_ci() -> bool:
 
 
 def chromium_path() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+    """Debian's chromium; Ubuntu's name for it; Google Chrome where that is what there is (GitHub's runners)."""
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
 def browser_missing() -> str | None:
