@@ -8,7 +8,7 @@ import numpy as np
 
 from ..viz.compare import _MODEL_COLORS, _ModelComparisonPlot, _rgba8
 from ._base import FigureWidget
-from ._static import control_spec, png_base64
+from ._static import mask_runs, png_base64
 
 __all__ = ["ModelComparison"]
 
@@ -67,44 +67,37 @@ class ModelComparison(FigureWidget):
     _static_scale = 2
 
     def _static_data(self) -> dict:
-        # Every picture the widget can show, drawn here by the figure's own code: one per image and panel, and in
-        # instance mode one per set of detections a score threshold keeps (far fewer than thresholds). The page
-        # swaps them; the bars and scores are drawn from the numbers.
+        # Semantic mode: every picture the widget can show, drawn here by the figure's own code (one per image and
+        # panel); the page swaps them. Instance mode: the image and ground-truth panels likewise, but the models'
+        # panels depend on the score threshold too, and one picture per set of detections it keeps came to ~9 MB
+        # for sixteen images; so the page gets each detection's mask, box and score and blends the kept ones on
+        # the image itself, as segnotes.viz.overlay_instances does. Bars and scores are drawn from the numbers.
         plot = self._plot
         frames: list[dict] = []
-        seen: dict = {}
 
         def frame(rgb, segments, colors) -> int:
             boxes = [[*segment[0], *segment[2], *_rgba8(np.asarray([[color]], dtype=np.float32))[0, 0, :3].tolist()]
                      for segment, color in zip(segments, colors)]
-            png = png_base64(_rgba8(rgb)[..., :3])
-            key = (png, str(boxes))
-            if key not in seen:
-                seen[key] = len(frames)
-                frames.append({"png": png, "boxes": boxes})
-            return seen[key]
+            frames.append({"png": png_base64(_rgba8(rgb)[..., :3]), "boxes": boxes})
+            return len(frames) - 1
 
-        thresholds = []
-        if plot.mode == "instance":
-            thresholds = control_spec("score_threshold", self.controls["score_threshold"])["values"]
         images = []
         for index in range(len(plot.images)):
             if plot.mode == "semantic":
                 images.append({"panels": [frame(*picture) for picture in plot.pictures(index, 0.0)]})
                 continue
-            image_panel, truth_panel = (frame(*picture) for picture in plot.pictures(index, 1.1)[:2])
+            image_panel, truth_panel = (frame(*picture) for picture in plot.pictures(index, 0.0)[:2])
             models = []
             for predictions in plot.predictions:
-                scores = predictions[index]["scores"].detach().cpu()
-                by_kept: dict = {}  # the same detections kept -> the same picture
-                chosen = []
-                for threshold in thresholds:
-                    kept = tuple((scores >= threshold).nonzero().flatten().tolist())
-                    if kept not in by_kept:
-                        by_kept[kept] = frame(*plot.pictures(index, threshold)[2 + len(models)])
-                    chosen.append(by_kept[kept])
-                models.append(chosen)
-            images.append({"panels": [image_panel, truth_panel, *models]})
+                instances = predictions[index]
+                masks = instances["masks"]
+                masks = (masks[:, 0] > 0.5 if masks.ndim == 4 else masks).bool()  # as _instance_rgb
+                models.append([
+                    {"score": score, "box": box, "mask": mask_runs(mask)}
+                    for score, box, mask in zip(instances["scores"].detach().cpu().tolist(),
+                                                instances["boxes"].detach().cpu().tolist(), masks.detach().cpu())
+                ])
+            images.append({"panels": [image_panel, truth_panel], "detections": models})
         titles = [ax.title.get_text() for ax in (panel.axes for panel in plot._panels)]
         return {
             "mode": plot.mode,
@@ -114,7 +107,7 @@ class ModelComparison(FigureWidget):
             "model_panels": [1, 2] if plot.mode == "semantic" else [2, 3],
             "scores": plot.scores,
             "totals": plot.totals,
-            "thresholds": thresholds,
+            "overlay_alpha": 0.55,  # segnotes.viz.overlay_instances' default
             "colors": [_rgba8(np.asarray([[c]], dtype=np.float32))[0, 0, :3].tolist() for c in _MODEL_COLORS],
             "box_scale": self._static_scale,
             "frames": frames,

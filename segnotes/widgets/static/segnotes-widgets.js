@@ -374,10 +374,28 @@
 
   // --------------------------------------------------------------------------------- model comparison
 
+  // segnotes.viz.instance_colors: golden-ratio hue steps, HSV(h, 0.85, 1), as float32 like numpy's array.
+  function instanceColors(count) {
+    const colors = [];
+    for (let n = 0; n < count; n++) {
+      const h = (n * 0.618033988749895) % 1.0;
+      const i = Math.floor(h * 6.0) % 6, f = h * 6.0 - Math.floor(h * 6.0);
+      const v = 1.0, p = 1.0 - 0.85, q = 1.0 - 0.85 * f, t = 1.0 - 0.85 * (1.0 - f);
+      const rgb = [[v, t, p], [q, v, p], [p, v, t], [p, q, v], [t, p, v], [v, p, q]][i];
+      colors.push(rgb.map(Math.fround));
+    }
+    return colors;
+  }
+
+  function toByte(value) {  // segnotes.viz.compare._rgba8, in float32: clip, * 255 + 0.5, truncate
+    return Math.floor(Math.fround(Math.fround(Math.min(Math.max(value, 0), 1) * 255) + 0.5));
+  }
+
   async function modelComparison(root, state, picture) {
     const d = state.data;
     const frames = await Promise.all(d.frames.map(function (frame) { return decodePng(frame.png); }));
     const first = frames[0];
+    const size = first.width * first.height;
     const panels = d.titles.map(function (title) {
       const panel = el("figure", "sn-panel");
       const caption = el("figcaption", null, title);
@@ -399,25 +417,48 @@
       const b = d.scores[1][i];
       return a === null || b === null ? NaN : b - a;
     });
+    const masks = new Map();  // decoded detection masks, by detection object
 
-    function showFrame(panel, index) {
-      const frame = d.frames[index];
-      const pixels = frames[index];
-      const scratch = document.createElement("canvas");
-      scratch.width = pixels.width;
-      scratch.height = pixels.height;
-      const image = scratch.getContext("2d").createImageData(pixels.width, pixels.height);
-      image.data.set(pixels.rgba);
-      scratch.getContext("2d").putImageData(image, 0, 0);
+    function show(panel, pixels, boxes) {  // pixels: RGBA at the images' resolution; boxes in pixel edges
+      const scratch = pixelCanvas(first.width, first.height);
+      putPixels(scratch, pixels);
       const context = panel.canvas.getContext("2d");
       context.imageSmoothingEnabled = false;
       context.drawImage(scratch, 0, 0, panel.canvas.width, panel.canvas.height);
       const s = d.box_scale;
       context.lineWidth = 1;
-      for (const box of frame.boxes || []) {  // [x1, y1, x2, y2, r, g, b] in pixel edges
+      for (const box of boxes) {  // [x1, y1, x2, y2, r, g, b]
         context.strokeStyle = rgbCss(box.slice(4, 7));
         context.strokeRect(box[0] * s + 0.5, box[1] * s + 0.5, (box[2] - box[0]) * s, (box[3] - box[1]) * s);
       }
+    }
+
+    // A model's panel: the kept detections blended on the image in instance colours (overlay_instances).
+    function instancePanel(imagePixels, detections, threshold) {
+      const limit = Math.fround(threshold);  // torch compares float32 scores with the threshold in float32
+      const kept = detections.filter(function (det) { return det.score >= limit; });
+      const colors = instanceColors(kept.length);
+      const alpha = d.overlay_alpha;
+      const keep = Math.fround(1 - alpha), take = Math.fround(alpha);
+      const rgb = new Float32Array(size * 3);
+      for (let i = 0; i < size; i++) for (let k = 0; k < 3; k++) rgb[3 * i + k] = Math.fround(imagePixels[4 * i + k] / 255);
+      kept.forEach(function (det, n) {
+        if (!masks.has(det)) masks.set(det, decodeRuns(det.mask, size));
+        const mask = masks.get(det);
+        for (let i = 0; i < size; i++) {
+          if (!mask[i]) continue;
+          for (let k = 0; k < 3; k++) {
+            rgb[3 * i + k] = Math.fround(Math.fround(keep * rgb[3 * i + k]) + Math.fround(take * colors[n][k]));
+          }
+        }
+      });
+      const rgba = new Uint8ClampedArray(size * 4);
+      for (let i = 0; i < size; i++) {
+        for (let k = 0; k < 3; k++) rgba[4 * i + k] = toByte(rgb[3 * i + k]);
+        rgba[4 * i + 3] = 255;
+      }
+      const boxes = kept.map(function (det, n) { return det.box.concat(colors[n].map(toByte)); });
+      return { pixels: rgba, boxes: boxes, shown: kept.length };
     }
 
     function drawChart(selected) {
@@ -434,7 +475,7 @@
       context.font = "10px sans-serif";
       context.textAlign = "right";
       context.fillText("+" + extent.toFixed(2), left - 4, y(extent) + 8);
-      context.fillText("−" + extent.toFixed(2), left - 4, y(-extent));
+      context.fillText("-" + extent.toFixed(2), left - 4, y(-extent));
       context.textAlign = "center";
       difference.forEach(function (value, i) {
         const v = Number.isNaN(value) ? 0 : value;
@@ -454,11 +495,16 @@
     return function draw(v) {
       const index = v.image;
       const item = d.images[index];
-      const t = v.score_threshold === undefined ? 0 : d.thresholds.indexOf(v.score_threshold);
-      item.panels.forEach(function (choice, p) {
-        showFrame(panels[p], Array.isArray(choice) ? choice[t] : choice);
-      });
-      const scores = [d.scores[0][index], d.scores[1][index]];
+      item.panels.forEach(function (f, p) { show(panels[p], frames[f].rgba, d.frames[f].boxes); });
+      const result = { index: index, scores: [d.scores[0][index], d.scores[1][index]], totals: d.totals };
+      if (d.mode === "instance") {
+        result.shown = item.detections.map(function (detections, side) {
+          const drawn = instancePanel(frames[item.panels[0]].rgba, detections, v.score_threshold);
+          show(panels[d.model_panels[side]], drawn.pixels, drawn.boxes);
+          return drawn.shown;
+        });
+      }
+      const scores = result.scores;
       d.model_panels.forEach(function (p, side) {
         panels[p].caption.textContent = d.names[side] + ": " + d.score_name + " " + fmt(scores[side]);
       });
@@ -467,11 +513,7 @@
       if (d.totals[0] !== null) {
         text += "   ·   all images: " + d.names[0] + " " + fmt(d.totals[0]) + ", " + d.names[1] + " " + fmt(d.totals[1]);
       }
-      const result = { index: index, scores: scores, totals: d.totals };
-      if (d.mode === "instance") {
-        result.shown = d.model_panels.map(function (p) { return d.frames[item.panels[p][t]].boxes.length; });
-        text += "   ·   shown: " + d.names[0] + " " + result.shown[0] + ", " + d.names[1] + " " + result.shown[1];
-      }
+      if (result.shown) text += "   ·   shown: " + d.names[0] + " " + result.shown[0] + ", " + d.names[1] + " " + result.shown[1];
       summary.textContent = text;
       drawChart(index);
       return { result: result, text: "" };
