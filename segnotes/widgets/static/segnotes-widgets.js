@@ -785,6 +785,7 @@
     ".sn-panel figcaption{font-size:12px;max-width:420px;}",
     ".sn-pixels{image-rendering:pixelated;width:200px;}",
     ".sn-detections .sn-pixels{width:340px;}",
+    ".sn-widget[data-kind=model-comparison] .sn-pixels{width:150px;}",  // four panels in a row of the page
     ".sn-bars{min-width:260px;align-self:center;}",
     ".sn-bar-row{display:flex;align-items:center;gap:6px;margin:3px 0;}",
     ".sn-bar-label{width:96px;text-align:right;font-size:12px;}",
