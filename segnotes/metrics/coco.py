@@ -54,6 +54,8 @@ __all__ = [
     "RECALL_THRESHOLDS",
     "average_precision",
     "coco_evaluate",
+    "greedy_match",
+    "interpolated_precision",
     "decode_segmentation",
     "encode_masks",
     "detections_from_predictions",
@@ -395,10 +397,14 @@ def _outside(area: np.ndarray, area_ranges: np.ndarray) -> np.ndarray:
     return (area[None, :] < area_ranges[:, :1]) | (area[None, :] > area_ranges[:, 1:])
 
 
-def _greedy_match(
+def greedy_match(
     ious: np.ndarray, gt_ignore: np.ndarray, gt_crowd: np.ndarray, iou_thresholds: np.ndarray
 ) -> np.ndarray:
     """Match detections to ground truth in score order, at every area range and threshold at once.
+
+    COCO's matching step for one image and category, as :func:`average_precision` runs it: going down
+    the detections by score, each takes the free object it overlaps most, at or above the threshold,
+    preferring objects that are not ignored; a crowd region can be taken any number of times.
 
     Args:
         ious (ndarray[D, G], float64): detections sorted by decreasing score.
@@ -409,6 +415,7 @@ def _greedy_match(
     Returns:
         ndarray[A, T, D] (int64): index of the matched ground truth, -1 for none.
     """
+    _check_match_inputs(ious, gt_ignore, gt_crowd, iou_thresholds)
     num_dets, num_gts = ious.shape
     num_areas = gt_ignore.shape[0]
     thresholds = np.minimum(iou_thresholds, 1 - 1e-10)[:, None]  # (T, 1), as COCOeval
@@ -437,8 +444,17 @@ def _greedy_match(
     return matched
 
 
+def _check_match_inputs(ious, gt_ignore, gt_crowd, iou_thresholds) -> None:
+    """Shapes only (O(1)): greedy_match runs once per image and category inside average_precision."""
+    shapes = tuple(np.shape(x) for x in (ious, gt_ignore, gt_crowd, iou_thresholds))
+    if (len(shapes[0]) != 2 or len(shapes[1]) != 2 or shapes[1][1] != shapes[0][1]
+            or shapes[2] != shapes[0][1:] or len(shapes[3]) != 1):
+        raise ValueError(f"greedy_match: expected ious [D, G], gt_ignore [A, G], gt_crowd [G] and "
+                         f"iou_thresholds [T], got shapes {shapes}")
+
+
 def _match_unambiguous(ious: np.ndarray, gt_crowd: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """:func:`_greedy_match` when each detection reaches the lowest threshold with one object at most.
+    """:func:`greedy_match` when each detection reaches the lowest threshold with one object at most.
 
     Then nothing is chosen: each object goes to the first detection (by score) over the threshold,
     or, for a crowd region, to every such detection; area ranges and ignore flags play no part.
@@ -514,7 +530,7 @@ def _evaluate_images(fn: str, gt: _GroundTruth, dets: _Instances, area_ranges: n
                 f"has size {list(gt_regions[j]['size'])}"
             )
         best_iou[start:end] = ious.max(axis=1)
-        local = _greedy_match(ious, gt_ignore[:, g], objects.crowd[g], iou_thresholds)  # (A, T, D)
+        local = greedy_match(ious, gt_ignore[:, g], objects.crowd[g], iou_thresholds)  # (A, T, D)
         matched[:, :, start:end] = np.where(local >= 0, g[local.clip(min=0)], -1)
 
     # A detection matched to ignored ground truth is ignored; so is an unmatched one outside the range.
@@ -532,9 +548,14 @@ def _evaluate_images(fn: str, gt: _GroundTruth, dets: _Instances, area_ranges: n
 # ----------------------------------------------------------------------------------------------
 
 
-def _interpolated_precision(tp_sum: np.ndarray, fp_sum: np.ndarray, num_positives: np.ndarray,
-                            sorted_scores: np.ndarray, recall_thresholds: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Precision at each recall point, from running true/false positive counts.
+def interpolated_precision(tp_sum: np.ndarray, fp_sum: np.ndarray, num_positives: np.ndarray,
+                           sorted_scores: np.ndarray, recall_thresholds: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Precision at each recall point, from running true/false positive counts: COCO's 101-point
+    interpolation, as :func:`average_precision` computes it.
+
+    After each detection (by decreasing score) precision is TP / (TP + FP) and recall TP / positives; the
+    envelope makes precision non-increasing from the right (the best precision at this recall or any higher
+    one), and it is read at each recall threshold at the first detection whose recall reaches it.
 
     Args:
         tp_sum, fp_sum (ndarray[D, ...], float64): counts after each detection, by decreasing
@@ -548,6 +569,9 @@ def _interpolated_precision(tp_sum: np.ndarray, fp_sum: np.ndarray, num_positive
         (ndarray[..., R]: the score at which each recall point is reached); 0 past the highest
         recall reached.
     """
+    if tp_sum.shape != fp_sum.shape or tp_sum.shape[:1] != np.shape(sorted_scores):
+        raise ValueError(f"interpolated_precision: tp_sum and fp_sum must have one row per score, got shapes "
+                         f"{tp_sum.shape}, {fp_sum.shape} and {np.shape(sorted_scores)}")
     num_dets, curves = tp_sum.shape[0], tp_sum.shape[1:]
     recall = tp_sum / num_positives  # (D, ...)
     precision = tp_sum / (fp_sum + tp_sum + np.spacing(1))  # (D, ...)
@@ -595,7 +619,7 @@ def _accumulate(gt: _GroundTruth, dets: _Instances, per_det: dict, max_dets_list
             d = of_k[per_det["rank"][of_k] < max_det]
             tp_sum = np.cumsum(true_positive[d][:, areas], axis=0).astype(np.float64)  # (D, A', T)
             fp_sum = np.cumsum(false_positive[d][:, areas], axis=0).astype(np.float64)
-            p, r, s = _interpolated_precision(tp_sum, fp_sum, num_positives[k, areas][:, None], det_score[d],
+            p, r, s = interpolated_precision(tp_sum, fp_sum, num_positives[k, areas][:, None], det_score[d],
                                               recall_thresholds)  # (A', T, R), (A', T), (A', T, R)
             precision[:, :, k, areas, m] = p.transpose(1, 2, 0)
             recall[:, k, areas, m] = r.T

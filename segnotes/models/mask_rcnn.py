@@ -284,7 +284,7 @@ class MaskRoIHeads(RoIHeads):
         labels: list[Tensor],
         matched_idxs: list[Tensor],
     ) -> dict[str, Tensor]:
-        """``{"loss_mask": L_mask}`` over the sampled RoIs that :meth:`_mask_rois` keeps.
+        """``{"loss_mask": L_mask}`` over the sampled RoIs that :meth:`mask_rois` keeps.
 
         Args:
             proposals (List[Tensor[R_i, 4]]): each image's sampled RoIs.
@@ -292,7 +292,7 @@ class MaskRoIHeads(RoIHeads):
             matched_idxs (List[Tensor[R_i]], int64): their ground truths' indices in ``targets``.
             features, image_shapes, targets: as in :meth:`forward`.
         """
-        keep = self._mask_rois(labels, matched_idxs, targets)
+        keep = self.mask_rois(labels, matched_idxs, targets)
         mask_boxes = [p[i] for p, i in zip(proposals, keep)]
         mask_matched = [m[i] for m, i in zip(matched_idxs, keep)]
         mask_logits = self._mask_logits(features, mask_boxes, image_shapes)  # [K, C, M, M]
@@ -307,10 +307,16 @@ class MaskRoIHeads(RoIHeads):
         )
         return {"loss_mask": loss_mask}
 
-    def _mask_rois(self, labels: list[Tensor], matched_idxs: list[Tensor], targets: list[dict[str, Tensor]]):
-        """Indices (List[Tensor[K_i]], int64) of the sampled RoIs that enter the mask loss.
+    def mask_rois(self, labels: list[Tensor], matched_idxs: list[Tensor], targets: list[dict[str, Tensor]]):
+        """Which sampled RoIs enter the mask loss: the positives (the paper, section 3).
 
-        The mask loss is defined on positive RoIs only (the paper, section 3).
+        Args:
+            labels (List[Tensor[R_i]], int64): each image's sampled RoIs' classes (0: background).
+            matched_idxs (List[Tensor[R_i]], int64): their ground truths' indices in ``targets``.
+            targets (List[dict]): the images' targets.
+
+        Returns:
+            List[Tensor[K_i]] (int64): indices into each image's sampled RoIs.
         """
         return [torch.where(lab > 0)[0] for lab in labels]
 

@@ -15,7 +15,7 @@ from segnotes.metrics import (
     encode_masks,
 )
 from segnotes.metrics._synthetic import synthetic_instances
-from segnotes.metrics.coco import IOU_THRESHOLDS, _greedy_match
+from segnotes.metrics.coco import IOU_THRESHOLDS, greedy_match
 
 SUMMARY = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -310,7 +310,7 @@ def test_greedy_match_equals_cocoeval_loop(seed):
             ious = np.where(np.arange(num_gts) == keep[:, None], ious, 0.0)
         gt_crowd = rng.random(num_gts) < 0.3
         gt_ignore = gt_crowd | (rng.random((num_areas, num_gts)) < 0.3)
-        result = _greedy_match(ious, gt_ignore, gt_crowd, IOU_THRESHOLDS)
+        result = greedy_match(ious, gt_ignore, gt_crowd, IOU_THRESHOLDS)
         for a in range(num_areas):
             expected = cocoeval_match(ious, gt_ignore[a].astype(int), gt_crowd, IOU_THRESHOLDS)
             np.testing.assert_array_equal(result[a], expected)
@@ -495,3 +495,12 @@ def test_encode_masks_rejects_bad_input():
         encode_masks(np.full((2, 2), 0.7))
     with pytest.raises(ValueError, match="encode_masks: integer masks must hold only 0 and 1, got values from 0 to 2"):
         encode_masks(np.array([[0, 2]]))
+
+
+def test_public_steps_check_shapes():
+    from segnotes.metrics import greedy_match, interpolated_precision
+
+    with pytest.raises(ValueError, match=r"greedy_match: expected ious \[D, G\]"):
+        greedy_match(np.zeros((2, 3)), np.zeros((1, 2), dtype=bool), np.zeros(3, dtype=bool), IOU_THRESHOLDS)
+    with pytest.raises(ValueError, match=r"interpolated_precision: tp_sum and fp_sum must have one row per score"):
+        interpolated_precision(np.zeros((3, 1)), np.zeros((2, 1)), np.ones(1), np.zeros(3), np.linspace(0, 1, 101))
