@@ -1,5 +1,6 @@
-"""The package code the book shows exists: every literalinclude (file and :pyobject:) and every
-inspect.getsource(...) in the chapters points at something that is there.
+"""The package code the book shows exists and is public, documented API: every literalinclude (file and
+:pyobject:) and every inspect.getsource(...) in the chapters points at something that is there, whose name has no
+private part and which has a docstring.
 
 Without this only `make book -W` notices a renamed or deleted function, minutes into a build.
 """
@@ -39,20 +40,24 @@ def literalincludes(path: Path) -> list[tuple[str, str | None]]:
     return found
 
 
-def defined_names(module: Path) -> set[str]:
+def defined_names(module: Path) -> dict[str, bool]:
     """Dotted names of the classes and functions a module defines (``Class``, ``Class.method``, ``function``),
-    as literalinclude's :pyobject: finds them."""
-    names = set()
+    as literalinclude's :pyobject: finds them, each with whether it has a docstring."""
+    names = {}
 
     def visit(node, prefix):
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                names.add(prefix + child.name)
+                names[prefix + child.name] = ast.get_docstring(child) is not None
                 if isinstance(child, ast.ClassDef):
                     visit(child, f"{prefix}{child.name}.")
 
     visit(ast.parse(module.read_text()), "")
     return names
+
+
+def private(dotted: str) -> bool:
+    return any(part.startswith("_") and not part.startswith("__") for part in dotted.split("."))
 
 
 INCLUDES = [(path.name, target, obj) for path in chapters() for target, obj in literalincludes(path)]
@@ -67,7 +72,10 @@ def test_literalinclude_target_exists(chapter, target, obj):
     module = (BOOK / target).resolve()
     assert module.is_file(), f"{chapter}: literalinclude of a missing file {target}"
     if obj is not None:
-        assert obj in defined_names(module), f"{chapter}: {target} defines no {obj} (renamed or removed?)"
+        names = defined_names(module)
+        assert obj in names, f"{chapter}: {target} defines no {obj} (renamed or removed?)"
+        assert not private(obj), f"{chapter} shows the private {obj}: show public, documented code"
+        assert names[obj], f"{chapter} shows {obj}, which has no docstring"
 
 
 def getsource_calls(path: Path) -> list[str]:
@@ -111,5 +119,7 @@ def test_getsource_target_exists(chapter, name):
         for attribute in parts[split:]:
             assert hasattr(obj, attribute), f"{chapter}: inspect.getsource({name}): no {attribute}"
             obj = getattr(obj, attribute)
+        assert not private(name), f"{chapter} shows the private {name}: show public, documented code"
+        assert obj.__doc__, f"{chapter} shows {name}, which has no docstring"
         return
     pytest.fail(f"{chapter}: inspect.getsource({name}): cannot import {parts[0]}")
