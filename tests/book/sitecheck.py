@@ -55,8 +55,8 @@ ANALYSE = r"""() => {
     .concat(Array.from(document.querySelectorAll('a[name]')).map(e => e.getAttribute('name')));
   // numbered things: figures and tables with a caption number; numref links point at them
   const numbered = {};
-  document.querySelectorAll('figure[id], table[id]').forEach(e => {
-    const number = e.querySelector('figcaption .caption-number, caption .caption-number');
+  document.querySelectorAll('figure[id], table[id], div.exercise[id]').forEach(e => {
+    const number = e.querySelector('figcaption .caption-number, caption .caption-number, .admonition-title .caption-number');
     numbered[e.id] = number ? number.textContent.trim() : null;
   });
   const numrefs = Array.from(main.querySelectorAll('a.reference.internal')).filter(
@@ -220,7 +220,8 @@ def link_problems(found: Visit, base: str, site: Path, ids_of) -> list[str]:
 
 
 def numbering_problems(found: Visit, numbered_of) -> list[str]:
-    """References to figures or tables that are not numbered and captioned; such references typed as text.
+    """References to figures, tables (or exercises) that are not numbered and captioned; figure and table
+    references typed as text.
 
     ``numbered_of(url)`` returns the ``dom["numbered"]`` of the page at url (id -> caption number or None)."""
     problems = [f"typed reference (use {{numref}}): {text}" for text in found.dom["typed"]]
@@ -228,7 +229,7 @@ def numbering_problems(found: Visit, numbered_of) -> list[str]:
         address, fragment = urldefrag(ref["href"])
         number = numbered_of(address).get(fragment, "missing")
         if number == "missing":
-            problems.append(f"{ref['text']!r} points at #{fragment}, which is no figure or table")
+            problems.append(f"{ref['text']!r} points at #{fragment}, which is no figure, table or exercise")
         elif not number:
             problems.append(f"{ref['text']!r} points at #{fragment}, which has no caption number")
     return problems

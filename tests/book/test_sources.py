@@ -123,3 +123,12 @@ def test_getsource_target_exists(chapter, name):
         assert obj.__doc__, f"{chapter} shows {name}, which has no docstring"
         return
     pytest.fail(f"{chapter}: inspect.getsource({name}): cannot import {parts[0]}")
+
+
+@pytest.mark.parametrize("chapter", [path for path in chapters() if path.suffix == ".ipynb"], ids=lambda p: p.name)
+def test_code_cells_fit_the_page(chapter):
+    # 88 columns (black -l 88) fit the book's text column with book/_css/segnotes.css; longer lines wrap there.
+    long = [f"cell {i}: {line[:60]}..." for i, (kind, source) in enumerate(cells(chapter)) if kind == "code"
+            for line in source.splitlines() if len(line) > 88]
+    assert long == []
+

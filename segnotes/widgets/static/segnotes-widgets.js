@@ -785,7 +785,10 @@
     ".sn-panel figcaption{font-size:12px;max-width:420px;}",
     ".sn-pixels{image-rendering:pixelated;width:200px;}",
     ".sn-detections .sn-pixels{width:340px;}",
-    ".sn-widget[data-kind=model-comparison] .sn-pixels{width:150px;}",  // four panels in a row of the page
+    // four panels in a row of the page's text column; long titles wrap under their panel
+    ".sn-widget[data-kind=model-comparison] .sn-panel{width:150px;}",
+    ".sn-widget[data-kind=model-comparison] .sn-picture{align-items:flex-end;}",
+    ".sn-widget[data-kind=model-comparison] .sn-pixels{width:150px;}",
     ".sn-bars{min-width:260px;align-self:center;}",
     ".sn-bar-row{display:flex;align-items:center;gap:6px;margin:3px 0;}",
     ".sn-bar-label{width:96px;text-align:right;font-size:12px;}",
