@@ -1,0 +1,34 @@
+"""Fixtures shared by every test folder."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import segnotes
+
+# The checkout whose segnotes the tests import: a child process must import the same one.
+_SOURCE_ROOT = str(Path(segnotes.__file__).resolve().parents[1])
+
+
+@pytest.fixture
+def run_isolated():
+    """``run(code, timeout)``: run a Python snippet in a fresh process, failing the test if it hangs.
+
+    For calls that could hang in C (pycocotools' loops ignore signals, so a SIGALRM cannot stop
+    them): the child is killed after ``timeout`` seconds and the test fails, instead of CI
+    waiting forever. Returns the ``subprocess.CompletedProcess`` (text ``stdout`` and ``stderr``).
+    """
+
+    def run(code: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_SOURCE_ROOT, os.environ.get("PYTHONPATH")]))}
+        env.setdefault("OMP_NUM_THREADS", "1")
+        try:
+            return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                                  timeout=timeout, env=env, **kwargs)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the call hung: it did not finish within {timeout} s")
+
+    return run
