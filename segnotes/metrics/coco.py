@@ -35,6 +35,7 @@ import contextlib
 import copy
 import io
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -141,18 +142,155 @@ def _require(fn: str, where: str, item, keys: Sequence[str]) -> None:
             raise ValueError(f"{fn}: {where} is missing the key {key!r}, got keys {sorted(item)}")
 
 
-def _to_rle(fn: str, where: str, segmentation, size: tuple[int, int]) -> dict:
-    """Compressed RLE from a polygon list, an uncompressed RLE or a compressed RLE (as COCO.annToRLE)."""
+def _to_rle(fn: str, where: str, segmentation, size: tuple[int, int], *, check_compressed: bool = True) -> dict:
+    """Compressed RLE from a polygon list, an uncompressed RLE or a compressed RLE (as COCO.annToRLE).
+
+    Every form is checked first (see :func:`_check_polygons`, :func:`_check_rle_size_and_counts`):
+    pycocotools trusts its input, and a run-length list that does not add up to the image makes
+    its C code read and write past its buffers (garbage masks, or a hang in ``iou``).
+    ``check_compressed=False`` leaves compressed RLEs to a caller that checks many at once.
+    """
     height, width = size
     if isinstance(segmentation, list):  # polygons: one object may have several parts
+        _check_polygons(fn, where, segmentation)
         return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
     if isinstance(segmentation, Mapping) and "counts" in segmentation and "size" in segmentation:
         if isinstance(segmentation["counts"], list):  # uncompressed RLE
+            _check_uncompressed_rle(fn, where, segmentation)
             return mask_utils.frPyObjects(segmentation, height, width)
+        if check_compressed:
+            _check_compressed_rles(fn, [where], [segmentation])
         return segmentation
     raise ValueError(
         f"{fn}: {where}['segmentation'] must be polygons (list) or RLE (dict with counts and size), "
         f"got {describe(segmentation)}"
+    )
+
+
+def _check_polygons(fn: str, where: str, polygons: list) -> None:
+    """Polygons: a non-empty list of lists of finite numbers ``x1, y1, x2, y2, ...``, 3 points or more.
+
+    pycocotools reads a list of 4 numbers as a box and fails on fewer without naming anything.
+    """
+    if not polygons:
+        raise ValueError(f"{fn}: {where}['segmentation'] must hold at least one polygon, got an empty list")
+    for j, polygon in enumerate(polygons):
+        if not isinstance(polygon, (list, tuple)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in polygon
+        ):
+            raise ValueError(
+                f"{fn}: {where}['segmentation'][{j}] must be a polygon, a list of numbers x1, y1, x2, y2, ..., "
+                f"got {describe(polygon)}"
+            )
+        if len(polygon) < 6 or len(polygon) % 2:
+            raise ValueError(
+                f"{fn}: {where}['segmentation'][{j}] must be a polygon of at least 3 points (an even number of "
+                f"coordinates, 6 or more), got {len(polygon)} numbers"
+            )
+        if not np.isfinite(np.asarray(polygon, dtype=np.float64)).all():
+            raise ValueError(f"{fn}: {where}['segmentation'][{j}] must hold finite coordinates, got {list(polygon)}")
+
+
+def _rle_size(fn: str, where: str, rle: Mapping) -> tuple[int, int]:
+    """The ``size`` [height, width] of an RLE: two non-negative ints."""
+    size = rle["size"]
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in size)):
+        raise ValueError(f"{fn}: {where}['segmentation']['size'] must be [height, width], two ints >= 0, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _check_uncompressed_rle(fn: str, where: str, rle: Mapping) -> None:
+    """Uncompressed RLE: ``counts`` a list of ints >= 0 that add up to height * width."""
+    height, width = _rle_size(fn, where, rle)
+    counts = rle["counts"]
+    if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in counts):
+        raise ValueError(f"{fn}: {where}['segmentation']['counts'] must be a list of ints (run lengths)")
+    _check_runs(fn, where, np.asarray(counts, dtype=np.float64), height, width)
+
+
+def _check_runs(fn: str, where: str, runs: np.ndarray, height: int, width: int) -> None:
+    if runs.size and runs.min() < 0:
+        raise ValueError(f"{fn}: {where}['segmentation'] has a negative run length {int(runs.min())}")
+    total = runs.sum()
+    if total != height * width:
+        raise ValueError(
+            f"{fn}: {where}['segmentation'] run lengths add up to {int(total)}, not height * width = "
+            f"{height} * {width} = {height * width}"
+        )
+
+
+# Characters per value in a compressed RLE: 5 bits each. The encoder needs 6 for any run of an
+# image under 2**29 pixels; longer groups would overflow pycocotools' shifts.
+_RLE_MAX_CHARS = 6
+
+
+def _check_compressed_rles(fn: str, wheres: Sequence[str], rles: Sequence[Mapping]) -> None:
+    """Check compressed RLEs (``counts`` a str or bytes) the way pycocotools' ``rleFrString`` reads them.
+
+    All strings are decoded at once with NumPy. Each character is ``48 + 6 bits``: 5 bits of
+    value (least significant first), bit 0x20 "more characters follow", and in the last
+    character of a value bit 0x10 its sign. From the fourth value on, each is stored as the
+    difference from the value two places before it. The decoded runs must be >= 0 and add up
+    to height * width.
+    """
+    if not rles:
+        return
+    sizes = [_rle_size(fn, where, rle) for where, rle in zip(wheres, rles)]
+    texts = [rle["counts"].encode("ascii", "replace") if isinstance(rle["counts"], str) else bytes(rle["counts"])
+             for rle in rles]
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    chars = np.frombuffer(b"".join(texts), dtype=np.uint8).astype(np.int64) - 48  # [C]
+    owner = np.repeat(np.arange(len(texts)), lengths)  # [C], which string
+    last_char = np.cumsum(lengths) - 1  # [S]
+    bad = np.zeros(len(texts), dtype=bool)
+    bad[owner[(chars < 0) | (chars > 63)]] = True
+    more = (chars & 0x20) != 0
+    bad[np.flatnonzero(lengths)] |= more[last_char[lengths > 0]]  # the last value is cut short
+    ends = ~more
+    ends[last_char[lengths > 0]] = True  # values never run across strings
+    group = np.cumsum(np.r_[0, ends[:-1]]) if chars.size else np.zeros(0, dtype=np.int64)  # [C], value index
+    starts = np.flatnonzero(np.r_[True, ends[:-1]]) if chars.size else np.zeros(0, dtype=np.int64)
+    k = np.arange(chars.size) - starts[group]  # position of each char within its value
+    bad[owner[k >= _RLE_MAX_CHARS]] = True
+    k = np.minimum(k, _RLE_MAX_CHARS - 1)
+    value = np.bincount(group, weights=(chars & 0x1F) << (5 * k), minlength=starts.size).astype(np.int64)
+    end_chars = np.flatnonzero(ends)
+    negative = (chars[end_chars] & 0x10) != 0
+    value -= np.where(negative, np.left_shift(1, 5 * (k[end_chars] + 1)), 0)
+    # Undo the differences: runs m >= 3 hold run[m] - run[m - 2], so odd runs and even runs
+    # from the third on are each a running sum within their string.
+    value_owner = owner[end_chars]  # [V]
+    first_of_string = np.r_[0, np.cumsum(np.bincount(value_owner, minlength=len(texts)))[:-1]]
+    m = np.arange(value.size) - first_of_string[value_owner]  # index of each value within its string
+    runs = value.copy()
+    for chain in ((m % 2 == 1), (m >= 2) & (m % 2 == 0)):
+        idx = np.flatnonzero(chain)
+        if idx.size:
+            running = np.cumsum(value[idx])
+            string_start = np.r_[True, value_owner[idx][1:] != value_owner[idx][:-1]]
+            # Subtract what the running sum held before each string's first element of the chain.
+            segment_first = np.maximum.accumulate(np.where(string_start, np.arange(idx.size), 0))
+            runs[idx] = running - (running - value[idx])[segment_first]
+    totals = np.bincount(value_owner, weights=runs.astype(np.float64), minlength=len(texts))
+    lowest = np.full(len(texts), np.inf)
+    np.minimum.at(lowest, value_owner, runs.astype(np.float64))
+    area = np.asarray([height * width for height, width in sizes], dtype=np.float64)
+    wrong = np.flatnonzero(bad | (lowest < 0) | (totals != area))
+    if wrong.size == 0:
+        return
+    i = wrong[0]
+    where, (height, width) = wheres[i], sizes[i]
+    if bad[i]:
+        raise ValueError(
+            f"{fn}: {where}['segmentation']['counts'] is not a compressed RLE string (characters '0' to 'o', "
+            f"each value at most {_RLE_MAX_CHARS} characters, the last one complete)"
+        )
+    if lowest[i] < 0:
+        raise ValueError(f"{fn}: {where}['segmentation'] has a negative run length {int(lowest[i])}")
+    raise ValueError(
+        f"{fn}: {where}['segmentation'] run lengths add up to {int(totals[i])}, not height * width = "
+        f"{height} * {width} = {height * width}"
     )
 
 
@@ -198,8 +336,20 @@ def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
 
     Returns:
         ndarray[height, width] (bool)
+
+    Raises:
+        ValueError: malformed polygons or RLE (e.g. run lengths that do not add up to
+            height * width, which pycocotools would decode into garbage), or an RLE of another size.
     """
-    rle = dict(_to_rle("decode_segmentation", "annotation", segmentation, (height, width)))
+    fn = "decode_segmentation"
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{fn}: {name} must be an int >= 0, got {describe(value)}")
+    if isinstance(segmentation, Mapping) and "size" in segmentation and "counts" in segmentation:
+        if tuple(_rle_size(fn, "annotation", segmentation)) != (height, width):
+            raise ValueError(f"{fn}: the RLE has size {list(segmentation['size'])}, not [height, width] = "
+                             f"[{height}, {width}]")
+    rle = dict(_to_rle(fn, "annotation", segmentation, (int(height), int(width))))
     if isinstance(rle["counts"], str):
         rle["counts"] = rle["counts"].encode("ascii")
     return mask_utils.decode(rle).astype(bool)
@@ -222,6 +372,7 @@ def _load_ground_truth(fn: str, coco_gt, iou_type: str) -> _GroundTruth:
 
     region_key = "segmentation" if iou_type == "segm" else "bbox"
     rows, regions = [], []
+    compressed = ([], [])  # (where, RLE) of the compressed RLEs, checked at once below
     for i, ann in enumerate(dataset.get("annotations", [])):
         where = f"coco_gt['annotations'][{i}]"
         _require(fn, where, ann, ("id", "image_id", "category_id", "area", region_key))
@@ -230,12 +381,16 @@ def _load_ground_truth(fn: str, coco_gt, iou_type: str) -> _GroundTruth:
             continue
         if iou_type == "segm":
             size = _image_size(fn, image_sizes, ann["image_id"], where)
-            regions.append(_to_rle(fn, where, ann["segmentation"], size))
+            regions.append(_to_rle(fn, where, ann["segmentation"], size, check_compressed=False))
+            if regions[-1] is ann["segmentation"]:
+                compressed[0].append(where)
+                compressed[1].append(regions[-1])
         else:
-            regions.append(ann["bbox"])
+            regions.append(_check_box(fn, where, ann["bbox"]))
         # Missing iscrowd means an ordinary object (COCOeval would raise a KeyError).
         rows.append((image_position[ann["image_id"]], category_position[ann["category_id"]], ann["id"],
                      ann["area"], bool(ann.get("iscrowd", 0))))
+    _check_compressed_rles(fn, *compressed)
     columns = list(zip(*rows)) if rows else [[]] * 5
     objects = _Instances(
         image_index=np.asarray(columns[0], dtype=np.int64),
@@ -246,6 +401,18 @@ def _load_ground_truth(fn: str, coco_gt, iou_type: str) -> _GroundTruth:
         regions=regions if iou_type == "segm" else np.asarray(regions, dtype=np.float64).reshape(-1, 4),
     )
     return _GroundTruth(image_ids, image_sizes, category_ids, objects)
+
+
+def _check_box(fn: str, where: str, box) -> list:
+    """A ground-truth ``bbox``: [x, y, width, height], four finite numbers, width and height >= 0."""
+    if (not isinstance(box, (list, tuple)) or len(box) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+            or not all(math.isfinite(v) for v in box) or box[2] < 0 or box[3] < 0):
+        raise ValueError(
+            f"{fn}: {where}['bbox'] must be [x, y, width, height], four finite numbers with width and height >= 0, "
+            f"got {box!r}"
+        )
+    return box
 
 
 def _image_size(fn: str, image_sizes: dict, image_id, where: str) -> tuple[int, int]:
@@ -297,6 +464,9 @@ def _load_detections(fn: str, detections, gt: _GroundTruth, iou_type: str) -> _I
         raise TypeError(f"{fn}: detections' score values must be numbers") from None
     if score.shape[0] != len(detections):
         raise TypeError(f"{fn}: each of detections' score values must be a single number")
+    if not np.isfinite(score).all():
+        i = np.flatnonzero(~np.isfinite(score))[0]
+        raise ValueError(f"{fn}: detections[{i}]['score'] must be a finite number, got {score[i]}")
 
     if len(detections) == 0:
         regions = [] if iou_type == "segm" else np.zeros((0, 4))
@@ -338,11 +508,15 @@ def _detection_masks(fn: str, detections: Sequence, gt: _GroundTruth, iou_type: 
     """Compressed RLE of each detection; polygons and uncompressed RLE are converted."""
     masks = _column(fn, detections, "segmentation", hint=(
         "iou_type='segm' needs masks" if iou_type == "segm" else "without a 'bbox' it is the box's source"))
+    compressed = []
     for i, segmentation in enumerate(masks):
         if not _is_compressed_rle(segmentation):
             where = f"detections[{i}]"
             image_size = _image_size(fn, gt.image_sizes, detections[i]["image_id"], where)
             masks[i] = _to_rle(fn, where, segmentation, image_size)
+        else:
+            compressed.append(i)
+    _check_compressed_rles(fn, [f"detections[{i}]" for i in compressed], [masks[i] for i in compressed])
     return masks
 
 
@@ -357,9 +531,14 @@ def _detection_boxes(fn: str, detections: Sequence, segmentations: list | None) 
         boxes = [d["bbox"] if "bbox" in d else mask_utils.toBbox(segmentations[i]).tolist()
                  for i, d in enumerate(detections)]
     try:
-        return np.asarray(boxes, dtype=np.float64).reshape(len(detections), 4)
-    except ValueError:
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(len(detections), 4)
+    except (TypeError, ValueError):
         raise ValueError(f"{fn}: each detection's 'bbox' must be [x, y, width, height]") from None
+    bad = np.flatnonzero(~np.isfinite(boxes).all(axis=1) | (boxes[:, 2] < 0) | (boxes[:, 3] < 0))
+    if bad.size:
+        raise ValueError(f"{fn}: detections[{bad[0]}]['bbox'] must be [x, y, width, height], finite with width and "
+                         f"height >= 0, got {boxes[bad[0]].tolist()}")
+    return boxes
 
 
 def _check_options(fn: str, iou_type: str, area_ranges, max_dets: int) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from pycocotools import mask as mask_utils
 
-from .._checks import check_int, check_positive, check_range, describe
+from .._checks import check_int, check_positive, describe
 from ..metrics.coco import decode_segmentation, encode_masks
 from ..utils import num_threads
 from ..viz.compare import perturb_mask
@@ -106,7 +106,9 @@ def simulated_detections(
     check_int(fn, "seed", seed, minimum=0)
     for name, value in (("miss_rate", miss_rate), ("duplicate_rate", duplicate_rate),
                         ("wrong_class_rate", wrong_class_rate)):
-        check_range(fn, name, value, 0, 1)
+        check_positive(fn, name, value, allow_zero=True)
+        if value > 1:
+            raise ValueError(f"{fn}: {name} must be a probability in [0, 1], got {value}")
     check_positive(fn, "false_positives_per_image", false_positives_per_image, allow_zero=True)
     check_int(fn, "max_shift", max_shift, minimum=0)
     if not coarsen or any(isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in coarsen):
