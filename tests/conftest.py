@@ -14,7 +14,14 @@ _SOURCE_ROOT = str(Path(segnotes.__file__).resolve().parents[1])
 
 
 @pytest.fixture
-def run_isolated():
+def child_env():
+    """The environment for a child Python process: it imports the same segnotes as the tests."""
+    path = os.pathsep.join(filter(None, [_SOURCE_ROOT, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+
+
+@pytest.fixture
+def run_isolated(child_env):
     """``run(code, timeout)``: run a Python snippet in a fresh process, failing the test if it hangs.
 
     For calls that could hang in C (pycocotools' loops ignore signals, so a SIGALRM cannot stop
@@ -23,11 +30,9 @@ def run_isolated():
     """
 
     def run(code: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_SOURCE_ROOT, os.environ.get("PYTHONPATH")]))}
-        env.setdefault("OMP_NUM_THREADS", "1")
         try:
             return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                                  timeout=timeout, env=env, **kwargs)
+                                  timeout=timeout, env=child_env, **kwargs)
         except subprocess.TimeoutExpired:
             pytest.fail(f"the call hung: it did not finish within {timeout} s")
 

@@ -152,14 +152,14 @@ def _to_rle(fn: str, where: str, segmentation, size: tuple[int, int], *, check_c
     """
     height, width = size
     if isinstance(segmentation, list):  # polygons: one object may have several parts
-        _check_polygons(fn, where, segmentation)
+        _check_polygons(fn, f"{where}['segmentation']", segmentation)
         return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
     if isinstance(segmentation, Mapping) and "counts" in segmentation and "size" in segmentation:
         if isinstance(segmentation["counts"], list):  # uncompressed RLE
-            _check_uncompressed_rle(fn, where, segmentation)
+            _check_uncompressed_rle(fn, f"{where}['segmentation']", segmentation)
             return mask_utils.frPyObjects(segmentation, height, width)
         if check_compressed:
-            _check_compressed_rles(fn, [where], [segmentation])
+            _check_compressed_rles(fn, [f"{where}['segmentation']"], [segmentation])
         return segmentation
     raise ValueError(
         f"{fn}: {where}['segmentation'] must be polygons (list) or RLE (dict with counts and size), "
@@ -167,55 +167,56 @@ def _to_rle(fn: str, where: str, segmentation, size: tuple[int, int], *, check_c
     )
 
 
-def _check_polygons(fn: str, where: str, polygons: list) -> None:
+def _check_polygons(fn: str, what: str, polygons: list) -> None:
     """Polygons: a non-empty list of lists of finite numbers ``x1, y1, x2, y2, ...``, 3 points or more.
 
-    pycocotools reads a list of 4 numbers as a box and fails on fewer without naming anything.
+    ``what`` names them in errors. pycocotools reads a polygon of 4 numbers as a box, and fails on
+    fewer without naming anything.
     """
     if not polygons:
-        raise ValueError(f"{fn}: {where}['segmentation'] must hold at least one polygon, got an empty list")
+        raise ValueError(f"{fn}: {what} must hold at least one polygon, got an empty list")
     for j, polygon in enumerate(polygons):
         if not isinstance(polygon, (list, tuple)) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in polygon
         ):
             raise ValueError(
-                f"{fn}: {where}['segmentation'][{j}] must be a polygon, a list of numbers x1, y1, x2, y2, ..., "
+                f"{fn}: {what}[{j}] must be a polygon, a list of numbers x1, y1, x2, y2, ..., "
                 f"got {describe(polygon)}"
             )
         if len(polygon) < 6 or len(polygon) % 2:
             raise ValueError(
-                f"{fn}: {where}['segmentation'][{j}] must be a polygon of at least 3 points (an even number of "
+                f"{fn}: {what}[{j}] must be a polygon of at least 3 points (an even number of "
                 f"coordinates, 6 or more), got {len(polygon)} numbers"
             )
         if not np.isfinite(np.asarray(polygon, dtype=np.float64)).all():
-            raise ValueError(f"{fn}: {where}['segmentation'][{j}] must hold finite coordinates, got {list(polygon)}")
+            raise ValueError(f"{fn}: {what}[{j}] must hold finite coordinates, got {list(polygon)}")
 
 
-def _rle_size(fn: str, where: str, rle: Mapping) -> tuple[int, int]:
+def _rle_size(fn: str, what: str, rle: Mapping) -> tuple[int, int]:
     """The ``size`` [height, width] of an RLE: two non-negative ints."""
     size = rle["size"]
     if (not isinstance(size, (list, tuple)) or len(size) != 2
             or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in size)):
-        raise ValueError(f"{fn}: {where}['segmentation']['size'] must be [height, width], two ints >= 0, got {size!r}")
+        raise ValueError(f"{fn}: {what}['size'] must be [height, width], two ints >= 0, got {size!r}")
     return int(size[0]), int(size[1])
 
 
-def _check_uncompressed_rle(fn: str, where: str, rle: Mapping) -> None:
+def _check_uncompressed_rle(fn: str, what: str, rle: Mapping) -> None:
     """Uncompressed RLE: ``counts`` a list of ints >= 0 that add up to height * width."""
-    height, width = _rle_size(fn, where, rle)
+    height, width = _rle_size(fn, what, rle)
     counts = rle["counts"]
     if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in counts):
-        raise ValueError(f"{fn}: {where}['segmentation']['counts'] must be a list of ints (run lengths)")
-    _check_runs(fn, where, np.asarray(counts, dtype=np.float64), height, width)
+        raise ValueError(f"{fn}: {what}['counts'] must be a list of ints (run lengths)")
+    _check_runs(fn, what, np.asarray(counts, dtype=np.float64), height, width)
 
 
-def _check_runs(fn: str, where: str, runs: np.ndarray, height: int, width: int) -> None:
+def _check_runs(fn: str, what: str, runs: np.ndarray, height: int, width: int) -> None:
     if runs.size and runs.min() < 0:
-        raise ValueError(f"{fn}: {where}['segmentation'] has a negative run length {int(runs.min())}")
+        raise ValueError(f"{fn}: {what} has a negative run length {int(runs.min())}")
     total = runs.sum()
     if total != height * width:
         raise ValueError(
-            f"{fn}: {where}['segmentation'] run lengths add up to {int(total)}, not height * width = "
+            f"{fn}: {what} run lengths add up to {int(total)}, not height * width = "
             f"{height} * {width} = {height * width}"
         )
 
@@ -225,7 +226,7 @@ def _check_runs(fn: str, where: str, runs: np.ndarray, height: int, width: int) 
 _RLE_MAX_CHARS = 6
 
 
-def _check_compressed_rles(fn: str, wheres: Sequence[str], rles: Sequence[Mapping]) -> None:
+def _check_compressed_rles(fn: str, whats: Sequence[str], rles: Sequence[Mapping]) -> None:
     """Check compressed RLEs (``counts`` a str or bytes) the way pycocotools' ``rleFrString`` reads them.
 
     All strings are decoded at once with NumPy. Each character is ``48 + 6 bits``: 5 bits of
@@ -236,7 +237,7 @@ def _check_compressed_rles(fn: str, wheres: Sequence[str], rles: Sequence[Mappin
     """
     if not rles:
         return
-    sizes = [_rle_size(fn, where, rle) for where, rle in zip(wheres, rles)]
+    sizes = [_rle_size(fn, what, rle) for what, rle in zip(whats, rles)]
     texts = [rle["counts"].encode("ascii", "replace") if isinstance(rle["counts"], str) else bytes(rle["counts"])
              for rle in rles]
     lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
@@ -280,16 +281,16 @@ def _check_compressed_rles(fn: str, wheres: Sequence[str], rles: Sequence[Mappin
     if wrong.size == 0:
         return
     i = wrong[0]
-    where, (height, width) = wheres[i], sizes[i]
+    what, (height, width) = whats[i], sizes[i]
     if bad[i]:
         raise ValueError(
-            f"{fn}: {where}['segmentation']['counts'] is not a compressed RLE string (characters '0' to 'o', "
+            f"{fn}: {what}['counts'] is not a compressed RLE string (characters '0' to 'o', "
             f"each value at most {_RLE_MAX_CHARS} characters, the last one complete)"
         )
     if lowest[i] < 0:
-        raise ValueError(f"{fn}: {where}['segmentation'] has a negative run length {int(lowest[i])}")
+        raise ValueError(f"{fn}: {what} has a negative run length {int(lowest[i])}")
     raise ValueError(
-        f"{fn}: {where}['segmentation'] run lengths add up to {int(totals[i])}, not height * width = "
+        f"{fn}: {what} run lengths add up to {int(totals[i])}, not height * width = "
         f"{height} * {width} = {height * width}"
     )
 
@@ -346,7 +347,7 @@ def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"{fn}: {name} must be an int >= 0, got {describe(value)}")
     if isinstance(segmentation, Mapping) and "size" in segmentation and "counts" in segmentation:
-        if tuple(_rle_size(fn, "annotation", segmentation)) != (height, width):
+        if tuple(_rle_size(fn, "annotation['segmentation']", segmentation)) != (height, width):
             raise ValueError(f"{fn}: the RLE has size {list(segmentation['size'])}, not [height, width] = "
                              f"[{height}, {width}]")
     rle = dict(_to_rle(fn, "annotation", segmentation, (int(height), int(width))))
@@ -383,10 +384,10 @@ def _load_ground_truth(fn: str, coco_gt, iou_type: str) -> _GroundTruth:
             size = _image_size(fn, image_sizes, ann["image_id"], where)
             regions.append(_to_rle(fn, where, ann["segmentation"], size, check_compressed=False))
             if regions[-1] is ann["segmentation"]:
-                compressed[0].append(where)
+                compressed[0].append(f"{where}['segmentation']")
                 compressed[1].append(regions[-1])
         else:
-            regions.append(_check_box(fn, where, ann["bbox"]))
+            regions.append(_check_box(fn, f"{where}['bbox']", ann["bbox"]))
         # Missing iscrowd means an ordinary object (COCOeval would raise a KeyError).
         rows.append((image_position[ann["image_id"]], category_position[ann["category_id"]], ann["id"],
                      ann["area"], bool(ann.get("iscrowd", 0))))
@@ -403,13 +404,13 @@ def _load_ground_truth(fn: str, coco_gt, iou_type: str) -> _GroundTruth:
     return _GroundTruth(image_ids, image_sizes, category_ids, objects)
 
 
-def _check_box(fn: str, where: str, box) -> list:
-    """A ground-truth ``bbox``: [x, y, width, height], four finite numbers, width and height >= 0."""
+def _check_box(fn: str, what: str, box) -> list:
+    """A ground-truth ``bbox`` (``what`` names it): [x, y, width, height], four finite numbers, width and height >= 0."""
     if (not isinstance(box, (list, tuple)) or len(box) != 4
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
             or not all(math.isfinite(v) for v in box) or box[2] < 0 or box[3] < 0):
         raise ValueError(
-            f"{fn}: {where}['bbox'] must be [x, y, width, height], four finite numbers with width and height >= 0, "
+            f"{fn}: {what} must be [x, y, width, height], four finite numbers with width and height >= 0, "
             f"got {box!r}"
         )
     return box
@@ -516,7 +517,7 @@ def _detection_masks(fn: str, detections: Sequence, gt: _GroundTruth, iou_type: 
             masks[i] = _to_rle(fn, where, segmentation, image_size)
         else:
             compressed.append(i)
-    _check_compressed_rles(fn, [f"detections[{i}]" for i in compressed], [masks[i] for i in compressed])
+    _check_compressed_rles(fn, [f"detections[{i}]['segmentation']" for i in compressed], [masks[i] for i in compressed])
     return masks
 
 
