@@ -213,3 +213,9 @@ def test_accumulator_and_scores_errors():
         segmentation_scores(torch.zeros(2, 2))
     with pytest.raises(TypeError, match="segmentation_scores: confmat must be a torch.Tensor, got ndarray"):
         segmentation_scores(np.zeros((2, 2), dtype=np.int64))
+
+
+def test_segmentation_scores_refuses_negative_counts():
+    # Issue 22, finding 7: a negative count gave a pixel accuracy of -2.0 without complaint.
+    with pytest.raises(ValueError, match=r"segmentation_scores: confmat must hold counts >= 0, got -3"):
+        segmentation_scores(torch.tensor([[2, 0], [0, -3]]))
