@@ -986,6 +986,11 @@ def detections_from_predictions(predictions: Sequence[dict], image_ids: Sequence
         if boxes.ndim != 2 or boxes.shape[1] != 4 or labels.shape != (len(boxes),) or scores.shape != (len(boxes),):
             raise ValueError(f"{fn}: predictions[{i}] must hold boxes [N, 4], labels [N] and scores [N], got "
                              f"{tuple(boxes.shape)}, {tuple(labels.shape)} and {tuple(scores.shape)}")
+        for name, x in (("boxes", boxes), ("scores", scores)):
+            # A NaN score fails every threshold test: the detection would vanish without a word.
+            if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+                raise ValueError(f"{fn}: predictions[{i}]['{name}'] must be finite, got {describe(x)} holding "
+                                 f"{x[~torch.isfinite(x)].flatten()[0].item()}")
         keep = scores >= score_threshold
         boxes, labels, scores = boxes[keep].detach().cpu(), labels[keep].cpu(), scores[keep].detach().cpu()
         xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).double()  # (N, 4)
