@@ -59,8 +59,10 @@ def label_pairs(draw):
     num_classes = draw(st.integers(1, 6))
     dtype = draw(st.sampled_from(INTEGER_DTYPES))
     shape = draw(st.lists(st.integers(0, 5), min_size=1, max_size=3))
-    ignore_index = draw(st.sampled_from([None, 255 if dtype in (torch.uint8, torch.int16, torch.int32, torch.int64)
-                                         else 100, num_classes + 1]))
+    big = 255 if dtype in (torch.uint8, torch.int16, torch.int32, torch.int64) else 100
+    # None, VOC's 255, just past the classes, one of the classes, or negative (masked, not binned)
+    ignore_index = draw(st.sampled_from([None, big, num_classes + 1, draw(st.integers(0, num_classes - 1))]
+                                        + ([] if dtype == torch.uint8 else [-1])))
     size = int(np.prod(shape))
     labels = st.integers(0, num_classes - 1)
     pred = draw(st.lists(labels, min_size=size, max_size=size))
@@ -356,8 +358,8 @@ def check(seed, num_categories, iou_type, damage, delta):
         if damage == "gt_runs" and gt["annotations"]:
             ann = gt["annotations"][0]
             mask = mask_utils.decode(dict(ann["segmentation"], counts=ann["segmentation"]["counts"].encode()))
-            flat = np.r_[0, mask.flatten(order="F"), 2]
-            runs = np.diff(np.flatnonzero(np.diff(flat) != 0)).tolist() or [mask.size]
+            flat = mask.flatten(order="F").astype(np.int8)  # runs of 0s and 1s, 0s first
+            runs = np.diff(np.r_[0, np.flatnonzero(np.diff(np.r_[0, flat, 1 - flat[-1]]))]).tolist()
             runs[-1] += delta
             ann["segmentation"] = {"size": list(mask.shape), "counts": runs}
         elif damage == "det_runs" and dets:
