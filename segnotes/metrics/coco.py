@@ -227,62 +227,27 @@ _RLE_MAX_CHARS = 6
 
 
 def _check_compressed_rles(fn: str, whats: Sequence[str], rles: Sequence[Mapping]) -> None:
-    """Check compressed RLEs (``counts`` a str or bytes) the way pycocotools' ``rleFrString`` reads them.
+    """Check compressed RLEs (``counts`` a str or bytes): well-formed, runs >= 0 adding up to height * width.
 
-    All strings are decoded at once with NumPy. Each character is ``48 + 6 bits``: 5 bits of
-    value (least significant first), bit 0x20 "more characters follow", and in the last
-    character of a value bit 0x10 its sign. From the fourth value on, each is stored as the
-    difference from the value two places before it. The decoded runs must be >= 0 and add up
-    to height * width.
+    ``whats`` name each RLE in the error. All strings are decoded at once (see
+    :func:`_decode_rle_strings`).
     """
     if not rles:
         return
     sizes = [_rle_size(fn, what, rle) for what, rle in zip(whats, rles)]
     texts = [rle["counts"].encode("ascii", "replace") if isinstance(rle["counts"], str) else bytes(rle["counts"])
              for rle in rles]
-    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-    chars = np.frombuffer(b"".join(texts), dtype=np.uint8).astype(np.int64) - 48  # [C]
-    owner = np.repeat(np.arange(len(texts)), lengths)  # [C], which string
-    last_char = np.cumsum(lengths) - 1  # [S]
-    bad = np.zeros(len(texts), dtype=bool)
-    bad[owner[(chars < 0) | (chars > 63)]] = True
-    more = (chars & 0x20) != 0
-    bad[np.flatnonzero(lengths)] |= more[last_char[lengths > 0]]  # the last value is cut short
-    ends = ~more
-    ends[last_char[lengths > 0]] = True  # values never run across strings
-    group = np.cumsum(np.r_[0, ends[:-1]]) if chars.size else np.zeros(0, dtype=np.int64)  # [C], value index
-    starts = np.flatnonzero(np.r_[True, ends[:-1]]) if chars.size else np.zeros(0, dtype=np.int64)
-    k = np.arange(chars.size) - starts[group]  # position of each char within its value
-    bad[owner[k >= _RLE_MAX_CHARS]] = True
-    k = np.minimum(k, _RLE_MAX_CHARS - 1)
-    value = np.bincount(group, weights=(chars & 0x1F) << (5 * k), minlength=starts.size).astype(np.int64)
-    end_chars = np.flatnonzero(ends)
-    negative = (chars[end_chars] & 0x10) != 0
-    value -= np.where(negative, np.left_shift(1, 5 * (k[end_chars] + 1)), 0)
-    # Undo the differences: runs m >= 3 hold run[m] - run[m - 2], so odd runs and even runs
-    # from the third on are each a running sum within their string.
-    value_owner = owner[end_chars]  # [V]
-    first_of_string = np.r_[0, np.cumsum(np.bincount(value_owner, minlength=len(texts)))[:-1]]
-    m = np.arange(value.size) - first_of_string[value_owner]  # index of each value within its string
-    runs = value.copy()
-    for chain in ((m % 2 == 1), (m >= 2) & (m % 2 == 0)):
-        idx = np.flatnonzero(chain)
-        if idx.size:
-            running = np.cumsum(value[idx])
-            string_start = np.r_[True, value_owner[idx][1:] != value_owner[idx][:-1]]
-            # Subtract what the running sum held before each string's first element of the chain.
-            segment_first = np.maximum.accumulate(np.where(string_start, np.arange(idx.size), 0))
-            runs[idx] = running - (running - value[idx])[segment_first]
-    totals = np.bincount(value_owner, weights=runs.astype(np.float64), minlength=len(texts))
+    runs, owner, malformed = _decode_rle_strings(texts)
+    totals = np.bincount(owner, weights=runs.astype(np.float64), minlength=len(texts))
     lowest = np.full(len(texts), np.inf)
-    np.minimum.at(lowest, value_owner, runs.astype(np.float64))
+    np.minimum.at(lowest, owner, runs.astype(np.float64))
     area = np.asarray([height * width for height, width in sizes], dtype=np.float64)
-    wrong = np.flatnonzero(bad | (lowest < 0) | (totals != area))
+    wrong = np.flatnonzero(malformed | (lowest < 0) | (totals != area))
     if wrong.size == 0:
         return
     i = wrong[0]
     what, (height, width) = whats[i], sizes[i]
-    if bad[i]:
+    if malformed[i]:
         raise ValueError(
             f"{fn}: {what}['counts'] is not a compressed RLE string (characters '0' to 'o', "
             f"each value at most {_RLE_MAX_CHARS} characters, the last one complete)"
@@ -293,6 +258,55 @@ def _check_compressed_rles(fn: str, whats: Sequence[str], rles: Sequence[Mapping
         f"{fn}: {what} run lengths add up to {int(totals[i])}, not height * width = "
         f"{height} * {width} = {height * width}"
     )
+
+
+def _decode_rle_strings(texts: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of compressed RLE strings, read as pycocotools' ``rleFrString`` reads them, with NumPy.
+
+    Each character is ``48 + 6 bits``: 5 bits of value (least significant first), bit 0x20
+    "more characters follow", and in the last character of a value bit 0x10 its sign. From the
+    fourth value on, each is stored as the difference from the value two places before it.
+
+    Returns:
+        runs (ndarray[V], int64): every string's runs, string after string.
+        owner (ndarray[V], int64): the string each run belongs to.
+        malformed (ndarray[S], bool): a character outside '0'..'o', a value longer than
+            ``_RLE_MAX_CHARS`` characters, or a last value cut short.
+    """
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    chars = np.frombuffer(b"".join(texts), dtype=np.uint8).astype(np.int64) - 48  # [C]
+    char_owner = np.repeat(np.arange(len(texts)), lengths)  # [C]
+    malformed = np.zeros(len(texts), dtype=bool)
+    if chars.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), malformed
+    malformed[char_owner[(chars < 0) | (chars > 63)]] = True
+    last_char = (np.cumsum(lengths) - 1)[lengths > 0]  # of each non-empty string
+    more = (chars & 0x20) != 0
+    malformed[lengths > 0] |= more[last_char]
+    ends = ~more
+    ends[last_char] = True  # a value never runs into the next string
+    value_of_char = np.cumsum(np.r_[0, ends[:-1]])  # [C]
+    value_start = np.flatnonzero(np.r_[True, ends[:-1]])  # [V], first char of each value
+    k = np.arange(chars.size) - value_start[value_of_char]  # position of each char in its value
+    malformed[char_owner[k >= _RLE_MAX_CHARS]] = True
+    k = np.minimum(k, _RLE_MAX_CHARS - 1)
+    value = np.bincount(value_of_char, weights=(chars & 0x1F) << (5 * k)).astype(np.int64)  # [V]
+    last = np.flatnonzero(ends)  # last char of each value
+    value -= np.where((chars[last] & 0x10) != 0, np.left_shift(1, 5 * (k[last] + 1)), 0)  # sign
+    owner = char_owner[last]  # [V]
+    # Undo the differences: runs m >= 3 hold run[m] - run[m - 2], so odd runs, and even runs from
+    # the third on, are each a running sum within their string.
+    first_of_string = np.r_[0, np.cumsum(np.bincount(owner, minlength=len(texts)))[:-1]]
+    m = np.arange(value.size) - first_of_string[owner]  # index of each value within its string
+    runs = value.copy()
+    for chain in (np.flatnonzero(m % 2 == 1), np.flatnonzero((m >= 2) & (m % 2 == 0))):
+        if chain.size:
+            running = np.cumsum(value[chain])
+            new_string = np.r_[True, owner[chain][1:] != owner[chain][:-1]]
+            # Subtract what the running sum held before each string's first value in the chain.
+            first = np.maximum.accumulate(np.where(new_string, np.arange(chain.size), 0))
+            runs[chain] = running - (running - value[chain])[first]
+    return runs, owner, malformed
 
 
 def encode_masks(masks) -> list[dict]:
