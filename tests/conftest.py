@@ -6,23 +6,28 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
 
 import segnotes
 
 # Property tests (tests/*/test_properties.py): the same examples on every run (derandomize, no
 # example database), each example bounded in time (deadline) and each test in examples; a test
 # that may hang in C runs its examples in a child process with a timeout (run_isolated).
-settings.register_profile(
-    "segnotes",
-    derandomize=True,
-    database=None,
-    deadline=2000,  # ms per example: generous for a loaded 2-core CI machine, short of a hang
-    max_examples=40,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.load_profile("segnotes")
+# hypothesis comes with the test extra; `make anywhere` runs tests/widgets without it.
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:
+    settings = None
+if settings is not None:
+    settings.register_profile(
+        "segnotes",
+        derandomize=True,
+        database=None,
+        deadline=2000,  # ms per example: generous for a loaded 2-core CI machine, short of a hang
+        max_examples=40,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    settings.load_profile("segnotes")
 
 # The checkout whose segnotes the tests import: a child process must import the same one.
 _SOURCE_ROOT = str(Path(segnotes.__file__).resolve().parents[1])

@@ -41,13 +41,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from .. import hub
 from .._checks import check_choice, check_int, check_positive, check_range, check_tensor, describe
 from ..engine import TrainConfig, Trainer, semantic_loss
 from ..metrics import ConfusionMatrix
 from ..models import FCN, fcn
 from ..models.fcn import VARIANTS
 from ..utils import model_device
-from .runner import RunFiles, finish_run, run_all
+from .runner import RunFiles, download_root, finish_run, run_all
 
 __all__ = [
     "FCNRecipe",
@@ -618,13 +619,16 @@ REPOSITORY_CHECKPOINTS = Path(__file__).resolve().parents[2] / "data" / "checkpo
 
 
 def checkpoint_root() -> Path:
-    """Where the book's checkpoints live: ``$SEGNOTES_CHECKPOINTS`` if set, else ``<repo>/data/checkpoints``.
-
-    (``make checkpoints`` writes there; the chapters read from there.)
+    """Where the book's checkpoints live: ``$SEGNOTES_CHECKPOINTS`` if set; else ``<repo>/data/checkpoints``
+    in a source checkout (``make checkpoints`` writes there); else the download cache
+    (``~/.cache/segnotes/checkpoints``, see :mod:`segnotes.hub`), into which ``load_run`` fetches
+    each checkpoint on first use.
     """
     if os.environ.get("SEGNOTES_CHECKPOINTS"):
         return Path(os.environ["SEGNOTES_CHECKPOINTS"]).expanduser()
-    return REPOSITORY_CHECKPOINTS
+    if hub.checkout_data() is not None:
+        return REPOSITORY_CHECKPOINTS
+    return download_root()
 
 
 _FILES = RunFiles("fcn")

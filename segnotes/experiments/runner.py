@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .. import hub
 from .._checks import check_int, describe
 
 __all__ = ["run_all"]
@@ -139,9 +140,29 @@ class RunFiles:
         """Whether run ``name`` has a finished checkpoint under ``out``."""
         return self.run_path(out, name).is_file()
 
+    def hub_name(self, name: str) -> str:
+        """Run ``name``'s file in :mod:`segnotes.hub`'s manifest: ``checkpoints/<chapter>/<name>.pt``."""
+        return f"checkpoints/{self.chapter}/{name}.pt"
+
     def load_run(self, out: str | Path, name: str) -> dict:
-        """A finished run's checkpoint: ``meta`` (spec, recipe, scores), ``history`` and ``model`` (float32, or None)."""
-        return load_finished(self.run_path(out, name), name)
+        """A finished run's checkpoint: ``meta`` (spec, recipe, scores), ``history`` and ``model`` (float32, or None).
+
+        When ``out`` is the download cache (``checkpoint_root()`` outside a source checkout) and the
+        run is missing there, the book's checkpoint is fetched first (:func:`segnotes.hub.fetch`).
+        """
+        path = self.run_path(out, name)
+        if not path.is_file() and _is_download_root(out) and self.hub_name(name) in hub.manifest():
+            path = hub.fetch(self.hub_name(name), progress=True)
+        return load_finished(path, name)
+
+
+def download_root() -> Path:
+    """Where :mod:`segnotes.hub` keeps the book's checkpoints outside a checkout: ``<cache>/checkpoints``."""
+    return hub.cache_dir() / "checkpoints"
+
+
+def _is_download_root(out: str | Path) -> bool:
+    return Path(out).expanduser().resolve() == download_root().resolve()
 
 
 def load_finished(path: Path, name: str) -> dict:
