@@ -276,14 +276,29 @@ def test_resume_may_change_how_often_it_logs_evaluates_and_saves(tmp_path):
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
 
 
-def test_an_epoch_that_trains_nothing_raises_instead_of_repeating(tmp_path):
-    # A sampler_fn that gives fewer samples than the steps already taken in the epoch.
-    make_trainer(tmp_path).fit(stop_at_step=2)
-    trainer = make_trainer(tmp_path)
-    trainer.sampler_fn = lambda epoch: [0, 1, 2]
-    with pytest.raises(RuntimeError, match=r"Trainer.fit: epoch 0 has no batch left after step 2 of it: its order "
-                                           r"holds 3 samples at batch_size=4"):
-        trainer.fit(resume=True)
+def test_an_epoch_that_trains_nothing_raises_instead_of_repeating(run_isolated, tmp_path):
+    # A sampler_fn that gives fewer samples than the steps already taken in the epoch: before,
+    # fit repeated the empty epoch forever (so this runs in a child process with a timeout).
+    result = run_isolated(f"""
+        import torch
+        from torch import nn
+        from torch.utils.data import TensorDataset
+        from segnotes.engine import TrainConfig, Trainer
+
+        data = TensorDataset(torch.rand(10, 3, 16, 16), torch.randint(0, 3, (10, 16, 16)))
+        trainer = Trainer(nn.Conv2d(3, 3, 1), data, TrainConfig(epochs=2, batch_size=4),
+                          checkpoint_path={str(tmp_path / "run.pt")!r}, progress=False)
+        trainer.fit(stop_at_step=2)
+        trainer.sampler_fn = lambda epoch: [0, 1, 2]
+        try:
+            trainer.fit()
+            print("returned")
+        except RuntimeError as error:
+            print("RuntimeError:", error)
+    """, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("RuntimeError: Trainer.fit: epoch 0 has no batch left after step 2 of it: its "
+                                     "order holds 3 samples at batch_size=4"), result.stdout
 
 
 @pytest.mark.parametrize("field, value, message", [
