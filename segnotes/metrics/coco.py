@@ -47,7 +47,7 @@ import pycocotools.mask as mask_utils
 import torch
 from torch import Tensor
 
-from .._checks import check_choice, check_int, describe
+from .._checks import check_choice, check_finite, check_int, describe
 
 __all__ = [
     "COCO_AREA_RANGES",
@@ -573,6 +573,8 @@ def _check_options(fn: str, iou_type: str, area_ranges, max_dets: int) -> dict:
             raise ValueError(
                 f"{fn}: area_ranges[{name!r}] must be a pair (low, high) of numbers, got {describe(bounds)}"
             )
+        if math.isnan(bounds[0]) or math.isnan(bounds[1]):  # inf is fine (an open-ended range); NaN is no bound
+            raise ValueError(f"{fn}: area_ranges[{name!r}] must be numbers, not NaN, got {tuple(bounds)}")
         if bounds[0] > bounds[1]:
             raise ValueError(f"{fn}: area_ranges[{name!r}] must have low <= high, got {tuple(bounds)}")
         ranges[name] = (bounds[0], bounds[1])
@@ -988,8 +990,7 @@ def detections_from_predictions(predictions: Sequence[dict], image_ids: Sequence
     if not isinstance(image_ids, Sequence) or len(image_ids) != len(predictions):
         raise ValueError(f"{fn}: image_ids must be a list with one id per prediction ({len(predictions)}), "
                          f"got {describe(image_ids)}")
-    if isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float)):
-        raise TypeError(f"{fn}: score_threshold must be a number, got {describe(score_threshold)}")
+    check_finite(fn, "score_threshold", score_threshold)  # a NaN threshold would keep nothing
     results = []
     for i, (prediction, image_id) in enumerate(zip(predictions, image_ids)):
         _require(fn, f"predictions[{i}]", prediction, ("boxes", "labels", "scores"))

@@ -589,3 +589,14 @@ def test_bad_boxes_and_scores_name_the_annotation_or_detection(tiny, function):
         function(gt, [dict(dets[0], score=float("nan"))])
     with pytest.raises(ValueError, match=rf"{name}: detections\[0\]\['bbox'\] must be \[x, y, width, height\], finite"):
         function(gt, [dict(dets[0], bbox=[0.0, float("nan"), 3.0, 3.0])], iou_type="bbox")
+
+
+def test_nan_thresholds_and_area_bounds_are_refused_by_name(tiny):
+    # A NaN passes "low <= high" and "score >= threshold" tests silently (every comparison is False).
+    gt, dets = tiny
+    nan_small = {"all": (0, 1e10), "small": (0, float("nan")), "medium": (1, 2), "large": (2, 3)}
+    with pytest.raises(ValueError, match=r"average_precision: area_ranges\['small'\] must be numbers, not NaN"):
+        average_precision(gt, dets, area_ranges=nan_small)
+    prediction = {"boxes": torch.tensor([[0.0, 0.0, 2.0, 2.0]]), "labels": torch.tensor([1]), "scores": torch.tensor([0.5])}
+    with pytest.raises(ValueError, match=r"detections_from_predictions: score_threshold must be a finite number, got nan"):
+        detections_from_predictions([prediction], [1], score_threshold=float("nan"))
