@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 __all__ = ["main", "build_parser"]
 
@@ -37,6 +36,10 @@ def int_at_least(minimum: int):
 _nonnegative_int = int_at_least(0)
 
 
+# Paths stay str here: Path("") is the current folder, so an empty --root would write there. The
+# data functions refuse an empty path themselves, as one clear line.
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segnotes", description="segnotes: the book's companion package.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -50,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate the procedural shapes data set (images, COCO instances JSON, semantic label PNGs). "
         "Same arguments give byte-identical files; an existing complete set made with the same arguments is kept.",
     )
-    shapes.add_argument("--root", type=Path, required=True, help="output folder (e.g. data/shapes)")
+    shapes.add_argument("--root", type=str, required=True, help="output folder (e.g. data/shapes)")
     shapes.add_argument("--num-train", type=_nonnegative_int, default=2000, help="training images (default 2000)")
     shapes.add_argument("--num-val", type=_nonnegative_int, default=500, help="validation images (default 500)")
     shapes.add_argument("--seed", type=_nonnegative_int, default=0, help="random seed (default 0)")
@@ -63,15 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     checksums = data_commands.add_parser("checksums", help="write SHA-256 checksums of a data set")
-    checksums.add_argument("--root", type=Path, required=True, help="data set folder")
-    checksums.add_argument("--output", type=Path, required=True, help="checksum file to write (sha256sum format)")
+    checksums.add_argument("--root", type=str, required=True, help="data set folder")
+    checksums.add_argument("--output", type=str, required=True, help="checksum file to write (sha256sum format)")
 
     verify = data_commands.add_parser("verify", help="check a data set against its SHA-256 checksums")
-    verify.add_argument("--root", type=Path, required=True, help="data set folder")
-    verify.add_argument("--checksums", type=Path, required=True, help="checksum file (sha256sum format)")
+    verify.add_argument("--root", type=str, required=True, help="data set folder")
+    verify.add_argument("--checksums", type=str, required=True, help="checksum file (sha256sum format)")
 
     stats = data_commands.add_parser("stats", help="print a data set's statistics as JSON")
-    stats.add_argument("--root", type=Path, required=True, help="data set folder")
+    stats.add_argument("--root", type=str, required=True, help="data set folder")
     return parser
 
 
@@ -107,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "data":
             return _run_data(args)
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, NotADirectoryError) as error:
-        # Bad input is reported as one clear line, not a traceback.
+    except (ValueError, TypeError, OSError) as error:
+        # Bad input and unreadable or unwritable files (OSError: missing, a folder, truncated,
+        # no permission) are reported as one clear line, not a traceback.
         print(f"segnotes: error: {error}", file=sys.stderr)
         return 2
     return 1

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 
@@ -48,3 +49,53 @@ def test_handles_flag_makes_the_lse_variant(tmp_path):
     assert json.loads((root / "meta.json").read_text())["arguments"]["handles"] is True
     # the same folder without the flag is a different data set: refused as one line
     assert main(args + ["--workers", "1", "--no-progress"]) == 2
+
+
+# Issue 22, finding 14: each of these printed a raw traceback (an exception escaping main), or
+# (--root "") wrote into the current folder. Now: one line on stderr, exit status 2.
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "shapes"
+    assert main(["data", "shapes", "--root", str(root), "--num-train", "2", "--num-val", "1", "--image-size", "64",
+                 "--workers", "1", "--no-progress"]) == 0
+    return root
+
+
+def _assert_one_line_error(status, capsys, *fragments):
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("segnotes: error: "), err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_checksums_into_a_folder_is_one_clear_line(small_set, tmp_path, capsys):
+    status = main(["data", "checksums", "--root", str(small_set), "--output", str(tmp_path)])
+    _assert_one_line_error(status, capsys, f"write_checksums: path '{tmp_path}' is a directory")
+
+
+def test_verify_against_a_folder_is_one_clear_line(small_set, tmp_path, capsys):
+    status = main(["data", "verify", "--root", str(small_set), "--checksums", str(tmp_path)])
+    _assert_one_line_error(status, capsys, f"verify: the checksum file '{tmp_path}' is a directory")
+
+
+def test_stats_on_a_truncated_png_names_the_file(small_set, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(small_set, copy)
+    label = copy / "train" / "labels" / "000001.png"
+    label.write_bytes(label.read_bytes()[:200])
+    status = main(["data", "stats", "--root", str(copy)])
+    _assert_one_line_error(status, capsys, f"statistics: cannot read the label image {label}")
+
+
+@pytest.mark.parametrize("command", [
+    ["data", "shapes", "--root", "", "--num-train", "1", "--num-val", "1", "--image-size", "64", "--no-progress"],
+    ["data", "stats", "--root", ""],
+    ["data", "checksums", "--root", "", "--output", "sums"],
+])
+def test_an_empty_root_is_refused_not_the_current_folder(tmp_path, monkeypatch, capsys, command):
+    monkeypatch.chdir(tmp_path)
+    _assert_one_line_error(main(command), capsys, "root must name a folder or file, got an empty path")
+    assert list(tmp_path.iterdir()) == []  # nothing written where the command ran

@@ -29,23 +29,41 @@ from torchvision.datasets.voc import DATASET_YEAR_DICT
 from torchvision.transforms.functional import pil_to_tensor
 
 from .._checks import check_choice, describe
+from ..metrics.coco import _check_box, _check_compressed_rles, _check_polygons, _check_uncompressed_rle, _rle_size
 from .shapes import CATEGORIES, GROUPS, SPLITS, default_root
 
 __all__ = ["CocoInstances", "ShapesInstances", "VOCSemantic", "ShapesSemantic"]
 
 
-def _load_rgb(path: Path) -> Tensor:
+@contextlib.contextmanager
+def _open_image(fn: str, what: str, path: Path):
+    """``PIL.Image.open(path)``; a missing, truncated or unreadable file raises an OSError naming it."""
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now: a truncated file fails here, inside the try
+            yield image
+    except (OSError, SyntaxError) as error:  # PIL raises SyntaxError for some broken PNGs
+        raise OSError(f"{fn}: cannot read the {what} {path}: {error}") from error
+
+
+def _load_rgb(fn: str, path: Path) -> Tensor:
     """An image file as FloatTensor[3, H, W] in [0, 1]."""
-    with Image.open(path) as image:
+    with _open_image(fn, "image", path) as image:
         return pil_to_tensor(image.convert("RGB")).float().div_(255.0)
 
 
-def _load_label(fn: str, path: Path) -> Tensor:
-    """A palette (or greyscale) label PNG as LongTensor[H, W] of indices; 255 stays 255."""
-    with Image.open(path) as image:
+def _load_label(fn: str, path: Path, size: tuple[int, int]) -> Tensor:
+    """A palette (or greyscale) label PNG of ``size`` (H, W) as LongTensor[H, W] of indices; 255 stays 255."""
+    with _open_image(fn, "label", path) as image:
         if image.mode not in ("P", "L"):
             raise ValueError(f"{fn}: label {path} must be a palette or greyscale PNG, got mode {image.mode!r}")
-        return torch.from_numpy(np.array(image, dtype=np.int64))
+        label = torch.from_numpy(np.array(image, dtype=np.int64))
+    if tuple(label.shape) != tuple(size):
+        raise ValueError(
+            f"{fn}: label {path} is {label.shape[0]} x {label.shape[1]} pixels (H x W), but its image is "
+            f"{size[0]} x {size[1]}"
+        )
+    return label
 
 
 def _shapes_split(fn: str, root, split: str) -> tuple[Path, Path]:
@@ -97,6 +115,7 @@ class CocoInstances(Dataset):
             raise TypeError(f"{fn}: include_crowd must be a bool, got {describe(include_crowd)}")
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
             self.coco = COCO(str(self.ann_file))
+        _check_coco_file(fn, self.ann_file, self.coco.dataset)
         self.ids = sorted(self.coco.imgs)
         self.transforms = transforms
         self.include_crowd = include_crowd
@@ -118,8 +137,14 @@ class CocoInstances(Dataset):
     def _load(self, index: int) -> tuple[Tensor, dict]:
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
-        image = _load_rgb(self.image_dir / info["file_name"])
+        path = self.image_dir / info["file_name"]
+        image = _load_rgb(type(self).__name__, path)
         height, width = image.shape[1:]
+        if (height, width) != (info["height"], info["width"]):
+            raise ValueError(
+                f"{type(self).__name__}: image {path} is {height} x {width} pixels (H x W), but {self.ann_file} "
+                f"says image id {image_id} is {info['height']} x {info['width']}"
+            )
         annotations = [
             a
             for a in self.coco.imgToAnns.get(image_id, [])
@@ -140,6 +165,58 @@ class CocoInstances(Dataset):
             iscrowd=torch.tensor([a.get("iscrowd", 0) for a in annotations], dtype=torch.int64),
         )
         return image, target
+
+
+_IMAGE_KEYS = ("id", "file_name", "height", "width")
+_ANNOTATION_KEYS = ("id", "image_id", "category_id", "bbox", "area", "segmentation")
+
+
+def _check_coco_file(fn: str, path: Path, dataset: dict) -> None:
+    """Every image and annotation of a COCO file is complete and consistent, or an error names it.
+
+    pycocotools loads anything: an annotation of an image that is not listed is silently never
+    returned, and malformed polygons, RLEs or boxes fail later (or decode into garbage) without
+    saying which annotation is wrong. Here each error names the file and the annotation's id.
+    """
+    images = {}
+    for i, image in enumerate(dataset.get("images", [])):
+        if not isinstance(image, dict) or any(key not in image for key in _IMAGE_KEYS):
+            raise ValueError(f"{fn}: {path}: images[{i}] must be a dict with the keys {list(_IMAGE_KEYS)}, "
+                             f"got {sorted(image) if isinstance(image, dict) else describe(image)}")
+        images[image["id"]] = (image["height"], image["width"])
+    categories = {category.get("id") for category in dataset.get("categories", []) if isinstance(category, dict)}
+    compressed = ([], [])  # checked at once, below
+    for i, ann in enumerate(dataset.get("annotations", [])):
+        if not isinstance(ann, dict):
+            raise ValueError(f"{fn}: {path}: annotations[{i}] must be a dict, got {describe(ann)}")
+        name = f"annotation id {ann['id']}" if "id" in ann else f"annotations[{i}] (no id)"
+        where = f"{path}, {name}"
+        missing = [key for key in _ANNOTATION_KEYS if key not in ann]
+        if missing:
+            raise ValueError(f"{fn}: {where} is missing the keys {missing}, got keys {sorted(ann)}")
+        if ann["image_id"] not in images:
+            raise ValueError(f"{fn}: {where} has image_id {ann['image_id']!r}, which the file's images do not list")
+        if ann["category_id"] not in categories:
+            raise ValueError(
+                f"{fn}: {where} has category_id {ann['category_id']!r}, which the file's categories do not list"
+            )
+        _check_box(fn, f"{where}: bbox", ann["bbox"])
+        segmentation, what = ann["segmentation"], f"{where}: segmentation"
+        if isinstance(segmentation, list):
+            _check_polygons(fn, what, segmentation)
+            continue
+        if not (isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation):
+            raise ValueError(f"{fn}: {what} must be polygons (list) or RLE (dict with counts and size), "
+                             f"got {describe(segmentation)}")
+        if tuple(_rle_size(fn, what, segmentation)) != tuple(images[ann["image_id"]]):
+            raise ValueError(f"{fn}: {what} has size {segmentation['size']}, but image {ann['image_id']} is "
+                             f"{list(images[ann['image_id']])} (height, width)")
+        if isinstance(segmentation["counts"], list):
+            _check_uncompressed_rle(fn, what, segmentation)
+        else:
+            compressed[0].append(what)
+            compressed[1].append(segmentation)
+    _check_compressed_rles(fn, *compressed)
 
 
 def _withheld_categories(fn: str, partial) -> tuple[int, ...]:
@@ -215,8 +292,9 @@ class ShapesSemantic(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        image = _load_rgb(self.images[index])
-        label = _load_label(type(self).__name__, self.labels[index])
+        fn = type(self).__name__
+        image = _load_rgb(fn, self.images[index])
+        label = _load_label(fn, self.labels[index], image.shape[1:])
         if self.transforms is not None:
             image, label = self.transforms(image, label)
         return image, label
@@ -257,8 +335,9 @@ class VOCSemantic(VOCSegmentation):
         self.transforms = transforms  # ours run on tensors, after loading
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        image = _load_rgb(Path(self.images[index]))
-        label = _load_label(type(self).__name__, Path(self.masks[index]))
+        fn = type(self).__name__
+        image = _load_rgb(fn, Path(self.images[index]))
+        label = _load_label(fn, Path(self.masks[index]), image.shape[1:])
         if self.transforms is not None:
             image, label = self.transforms(image, label)
         return image, label

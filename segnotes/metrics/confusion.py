@@ -224,6 +224,8 @@ def segmentation_scores(confmat: Tensor) -> dict:
         raise ValueError(f"{fn}: confmat must be a square Tensor[C, C], got {describe(confmat)}")
     if confmat.is_floating_point() or confmat.is_complex():
         raise TypeError(f"{fn}: confmat must hold integer counts, got {describe(confmat)}")
+    if confmat.numel() and int(confmat.min()) < 0:
+        raise ValueError(f"{fn}: confmat must hold counts >= 0, got {int(confmat.min())}")
     n = confmat.to(torch.float64)
     correct = n.diagonal()                      # n_ii
     true_total = n.sum(dim=1)                   # t_i

@@ -224,3 +224,9 @@ def test_pair_counts_by_hand_and_bad_input():
         pair_counts(torch.zeros(2), torch.zeros(2, dtype=torch.int64), 2)
     with pytest.raises(ValueError, match=r"pair_counts: pred and target must have the same shape"):
         pair_counts(torch.zeros(2, dtype=torch.int64), torch.zeros(3, dtype=torch.int64), 2)
+
+
+def test_segmentation_scores_refuses_negative_counts():
+    # Issue 22, finding 7: a negative count gave a pixel accuracy of -2.0 without complaint.
+    with pytest.raises(ValueError, match=r"segmentation_scores: confmat must hold counts >= 0, got -3"):
+        segmentation_scores(torch.tensor([[2, 0], [0, -3]]))

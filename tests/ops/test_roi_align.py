@@ -302,3 +302,14 @@ def test_bad_arguments(change, error, message):
     args.update(change)
     with pytest.raises(error, match=message):
         roi_align(**args)
+
+
+# Issue 22, finding 5: NaN passed the "spatial_scale > 0" check and failed deep inside
+# ("cannot convert float NaN to integer").
+@pytest.mark.parametrize("scale", [float("nan"), float("inf")])
+def test_non_finite_spatial_scale_is_refused_by_name(scale):
+    x, boxes = torch.rand(1, 2, 8, 8), torch.tensor([[0.0, 1.0, 1.0, 4.0, 4.0]])
+    with pytest.raises(ValueError, match=rf"roi_align: spatial_scale must be a finite number, got {scale}"):
+        roi_align(x, boxes, 2, spatial_scale=scale)
+    with pytest.raises(ValueError, match=rf"RoIAlign: spatial_scale must be a finite number, got {scale}"):
+        RoIAlign(2, spatial_scale=scale, sampling_ratio=2)
