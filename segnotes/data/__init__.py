@@ -3,10 +3,10 @@
 Modules:
     shapes    categories, rendering, ``generate``, checksums, statistics
     datasets  torch Datasets (COCO-style instances, VOC-style semantic labels)
-    png       a deterministic PNG writer (byte-identical files on every machine)
+    png       a deterministic PNG writer (byte-identical files on every machine), the VOC colour map
 """
 from .datasets import CocoInstances, ShapesInstances, ShapesSemantic, VOCSemantic
-from .png import encode_png, write_png
+from .png import encode_png, voc_palette, write_png
 from .shapes import (
     CATEGORIES,
     GROUPS,
@@ -19,7 +19,6 @@ from .shapes import (
     render,
     statistics,
     verify,
-    voc_palette,
     write_checksums,
 )
 
