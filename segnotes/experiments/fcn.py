@@ -72,41 +72,24 @@ __all__ = [
 class FCNRecipe:
     """Settings shared by all FCN runs (the defaults are what ``make checkpoints`` trains).
 
+    The pilot runs behind the defaults are recorded in ``data/checkpoints/README.md``, next to
+    the setting each one chose.
+
     Attributes:
         backbone: ``"vgg_small"`` (default) or ``"vgg16"``.
         num_classes: K, background included (shapes: 10).
         seeds: one staged chain and its controls per seed.
         batch_size: images per SGD step.
-        base_epochs: epochs of the FCN-32s base run.
+        base_epochs: epochs of the FCN-32s base run (FCN-32s levels off early).
         stage_epochs: epochs of the FCN-16s stage and of its control.
         last_stage_epochs: epochs of the FCN-8s stage (None: ``stage_epochs``); its control trains
-            as many pixels (see ``image_size``). FCN-32s from scratch levels off early (at about
-            0.38 mean IU after 13 of 24 epochs), while the finer nets keep learning: the chain
-            spends its steps where they pay. From the same FCN-16s (seed 0), at rate 2e-3, the stage
-            reached 0.772 mean IU after 22 epochs of whole images and 0.820 after 60 epochs of 96 px
-            windows with quarter turns and channel orders, in about 1.5x the time. The latter fits
-            its training images no better than the val images (0.828 vs 0.821 on 300 of each):
-            FCN-8s is short of training, not of data. At rate 1e-2 (see ``stage_lr``) the stage
-            trains 55 epochs: over the three seeds 0.822 mean IU, against 0.819 after 60 epochs at
-            2e-3, in 8% fewer steps. Longer stages gain little: on a GPU (H200, the same FCN-16s
-            parent), 55 / 80 epochs reached 0.819 / 0.833 on the 500 val images, and a 110-epoch
-            stage 0.836 on the 100 monitor images at its epoch 101 (stopped there); FCN-8s levels
-            off near 0.84 on this data, limited by the 3 px parts of crosses and bars (IU 0.61-0.69).
+            as many pixels (see ``image_size``). Long, because FCN-8s keeps learning.
         control_seeds: seeds whose chain gets the equal-compute FCN-32s controls (None: all
-            seeds). FCN-32s has levelled off by the end of its base run, so one seed's controls
-            show what the extra steps alone are worth, at a third of the cost.
-        optimizer: ``"adamw"`` (default) or ``"sgd"`` (the paper's, with momentum ``momentum``).
-            The paper fine-tuned ImageNet weights with SGD; trained from scratch, ``vgg_small``
-            learns faster with AdamW: after 3 epochs (poly decay) an FCN-8s reached 0.20 mean IU
-            on 200 val images with AdamW at 3e-3 against 0.15 with SGD at 0.05, and after 20
-            epochs 0.78 with AdamW. The SGD recipe of an earlier version of the book (6 + 3 + 3
-            epochs, rate 0.05) left FCN-8s at 0.35.
-        base_lr, stage_lr: learning rates of the base run and of the stages (and controls). The
-            FCN-8s stage gains from a high rate: from the same FCN-16s (seed 0), 20 epochs of
-            windows reached 0.771 / 0.780 / 0.786 mean IU (500 val images) at 2e-3 / 5e-3 / 1e-2,
-            while the FCN-16s stage is indifferent (0.579 / 0.582 / 0.580 after its 8 epochs). Over
-            the full 55 epochs (GPU) a higher rate adds nothing: 0.819 at 1e-2, 0.821 at 2e-2;
-            weight decay 5e-2 gave 0.812, and batch 16 at 2e-2 0.818 (in half the steps).
+            seeds); FCN-32s has levelled off by the end of its base run.
+        optimizer: ``"adamw"`` (default: from scratch, ``vgg_small`` learns faster with it) or
+            ``"sgd"`` (the paper's, with momentum ``momentum``).
+        base_lr, stage_lr: learning rates of the base run and of the stages (and controls); the
+            FCN-8s stage gains from a high rate.
         weight_decay: weight decay (decoupled for AdamW, L2 for SGD).
         warmup_steps: linear warmup of the base run.
         stage_warmup_steps: linear warmup of each stage (useful with AdamW, whose fresh state
@@ -114,16 +97,11 @@ class FCNRecipe:
         power: exponent of the poly decay ``(1 - t) ** power`` used by every run.
         flip: random horizontal flips (the categories are mirror symmetric).
         rotate, permute_channels: random quarter turns and RGB channel orders of the training
-            images (see :class:`InMemorySegmentation`), for the ``augmented_variants`` only. On the
-            whole chain they cost the coarse nets 1-2 points (seed 0: 0.277 / 0.568 / 0.782 mean IU
-            for FCN-32s / 16s / 8s against 0.301 / 0.578 / 0.772 without), which do not overfit,
-            and give FCN-8s about a point, which does (train 0.85 vs val 0.77 without).
+            images (see :class:`InMemorySegmentation`), for the ``augmented_variants`` only: they
+            help FCN-8s, which overfits, and cost the coarse nets, which do not.
         crop: train the ``augmented_variants`` on random ``crop`` x ``crop`` windows (None: whole
-            images; see :class:`InMemorySegmentation`). A 96 px window of a 128 px image costs
-            about 60% of a step on the whole image and learns nearly as much: FCN-8s from scratch,
-            40 epochs, reached 0.802 mean IU on windows (200 val images; 0.808 with ``rotate`` and
-            ``permute_channels``), against 0.788 on whole images in 70% more time. FCN-32s cannot
-            use them: a 96 px window is 3 x 3 of its cells (0.127 after its 10 base epochs).
+            images; see :class:`InMemorySegmentation`): cheaper steps that learn nearly as much,
+            except for FCN-32s, for which a window holds few cells.
         augmented_variants: the variants whose runs train with ``rotate``, ``permute_channels``
             and ``crop`` (the FCN-8s stage, the from-scratch FCN-8s and the loss-sampling run);
             the others train on whole images with ``flip`` only.
