@@ -67,3 +67,140 @@ def _forward_backward(op, x, rois, *args):
 def forward_backward():
     """``forward_backward(op, x, rois, *args) -> (output, grad of x)``."""
     return _forward_backward
+
+
+# ------------------------------------------------------------------------------------------------
+# Small COCO and VOC folders for the command line's tests (written once per session)
+
+# Two categories with the gapped ids real data has: squares (COCO id 3, VOC class 8 "cat")
+# and discs (id 7, VOC class 15 "person"), on a grey noisy background.
+FIXTURE_CATEGORIES = [{"id": 3, "name": "square", "supercategory": "shape"},
+                      {"id": 7, "name": "disc", "supercategory": "shape"}]
+_COLOURS = {3: (220, 40, 40), 7: (40, 200, 60)}
+
+
+def _scene(rng, height=64, width=80, count=3):
+    """An image (uint8 [H, W, 3]) with ``count`` objects: [(category id, bool mask [H, W])]."""
+    import numpy as np
+
+    image = (110 + rng.integers(-25, 26, (height, width, 3))).astype(np.uint8)
+    yy, xx = np.mgrid[:height, :width]
+    objects = []
+    for k in range(count):
+        category = (3, 7)[k % 2]
+        size = int(rng.integers(12, 22))
+        top, left = int(rng.integers(0, height - size)), int(rng.integers(0, width - size))
+        if category == 3:
+            mask = (yy >= top) & (yy < top + size) & (xx >= left) & (xx < left + size)
+        else:
+            r = size / 2
+            mask = (yy - top - r + 0.5) ** 2 + (xx - left - r + 0.5) ** 2 <= r * r
+        for earlier in objects:  # later objects occlude earlier ones
+            earlier[1][mask] = False
+        image[mask] = _COLOURS[category]
+        objects.append((category, mask))
+    return image, [(c, m) for c, m in objects if m.sum() >= 12]
+
+
+def _write_coco(root, split, count, seed):
+    """``root/<split>/`` images of mixed formats and modes, ``root/annotations/instances_<split>.json``
+    with polygon, compressed-RLE, uncompressed-RLE and crowd annotations."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(seed)
+    (root / split).mkdir(parents=True)
+    (root / "annotations").mkdir(exist_ok=True)
+    images, annotations = [], []
+    for index in range(count):
+        image, objects = _scene(rng)
+        mode, suffix = (("RGB", "jpg"), ("L", "png"), ("RGBA", "png"), ("CMYK", "jpg"), ("P", "png"), ("RGB", "png"))[index % 6]
+        name = f"{split}_{index:03d}.{suffix}"
+        picture = Image.fromarray(image)
+        if mode == "P":
+            picture = picture.convert("P", palette=Image.Palette.ADAPTIVE)
+        elif mode != "RGB":
+            picture = picture.convert(mode)
+        picture.save(root / split / name, quality=95)
+        image_id = 100 + index  # ids that are not positions
+        images.append({"id": image_id, "file_name": name, "height": image.shape[0], "width": image.shape[1]})
+        for k, (category, mask) in enumerate(objects):
+            encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+            annotation = {"id": len(annotations) + 1, "image_id": image_id, "category_id": category, "iscrowd": 0,
+                          "area": float(mask.sum()), "bbox": mask_utils.toBbox(encoded).tolist()}
+            ys, xs = np.nonzero(mask)
+            x1, y1, x2, y2 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+            if category == 3 and mask.sum() == (x2 - x1) * (y2 - y1):  # whole squares as polygons (pixel edges)
+                annotation["segmentation"] = [[float(v) for v in (x1, y1, x2, y1, x2, y2, x1, y2)]]
+            elif k % 2:  # uncompressed RLE (column-major run lengths)
+                flat = mask.T.reshape(-1).astype(np.uint8)
+                changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
+                annotation["segmentation"] = {"size": list(mask.shape), "counts": np.diff(np.concatenate([[0], changes])).tolist()}
+            else:  # compressed RLE
+                annotation["segmentation"] = dict(encoded, counts=encoded["counts"].decode("ascii"))
+            annotations.append(annotation)
+        if index == 1:  # a crowd region of discs
+            crowd = np.zeros(image.shape[:2], np.uint8)
+            crowd[2:10, 60:78] = 1
+            encoded = mask_utils.encode(np.asfortranarray(crowd))
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 7, "iscrowd": 1,
+                                "area": float(crowd.sum()), "bbox": mask_utils.toBbox(encoded).tolist(),
+                                "segmentation": dict(encoded, counts=encoded["counts"].decode("ascii"))})
+    data = {"images": images, "annotations": annotations, "categories": FIXTURE_CATEGORIES}
+    (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+
+
+@pytest.fixture(scope="session")
+def coco_folder(tmp_path_factory):
+    """A COCO-layout folder: train (8 images) and val (4), categories 3 (square) and 7 (disc). Do not modify."""
+    root = tmp_path_factory.mktemp("coco") / "mycoco"
+    _write_coco(root, "train", 8, seed=0)
+    _write_coco(root, "val", 4, seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def voc_folder(tmp_path_factory):
+    """A VOCdevkit/VOC2012-layout folder: JPEG images, palette PNG class and object maps with void
+    borders, train (8) and val (4) splits; classes 8 (squares) and 15 (discs). Do not modify."""
+    import numpy as np
+    from PIL import Image
+
+    from segnotes.data import voc_palette
+
+    root = tmp_path_factory.mktemp("voc") / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "SegmentationObject", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    palette = voc_palette().ravel().tolist()
+    for split, count in (("train", 8), ("val", 4)):
+        names = []
+        for index in range(count):
+            image, objects = _scene(rng)
+            name = f"2024_{split}{index:03d}"
+            Image.fromarray(image).save(root / "JPEGImages" / f"{name}.jpg", quality=95)
+            classes = np.zeros(image.shape[:2], np.uint8)
+            instances = np.zeros(image.shape[:2], np.uint8)
+            for k, (category, mask) in enumerate(objects):
+                classes[mask] = {3: 8, 7: 15}[category]
+                instances[mask] = k + 1
+            # VOC's void band: the outer ring of each object is 255 in both maps
+            edge = np.zeros_like(classes, bool)
+            for _, mask in objects:
+                grown = mask.copy()
+                grown[1:] |= mask[:-1]
+                grown[:-1] |= mask[1:]
+                grown[:, 1:] |= mask[:, :-1]
+                grown[:, :-1] |= mask[:, 1:]
+                edge |= grown & ~mask & (classes == 0)
+            classes[edge] = instances[edge] = 255
+            for folder, array in (("SegmentationClass", classes), ("SegmentationObject", instances)):
+                png = Image.fromarray(array, mode="P")
+                png.putpalette(palette)
+                png.save(root / folder / f"{name}.png")
+            names.append(name)
+        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    return root

@@ -19,8 +19,11 @@ CHAPTERS: tuple[Chapter, ...] = (
 
 
 def all_chapters() -> tuple[Chapter, ...]:
-    """Every chapter :func:`~segnotes.experiments.train_run` can train."""
-    return CHAPTERS
+    """Every chapter :func:`~segnotes.experiments.train_run` can train: the book's, then the
+    command line's own-data runs (``segnotes train``), which have nothing for ``make checkpoints``."""
+    from . import own_data
+
+    return (*CHAPTERS, own_data.CHAPTER)
 
 
 def chapter_named(name: str) -> Chapter:
