@@ -261,11 +261,11 @@ def _run_train(args: argparse.Namespace) -> int:
         workers=args.workers, checkpoint_every=args.checkpoint_every,
     )
     own_data.check_split_categories(recipe, recipe.val_split)
+    own_data.check_files(own_data.open_splits(recipe))  # every image readable, before anything is written
     state = run_folder.prepare(args.out, recipe, args.resume)
     if state == "finished":
         print(f"{args.out} holds a finished run: nothing to train (segnotes evaluate / predict read it)")
         return 0
-    own_data.check_files(own_data.open_splits(recipe))  # every image readable, before anything is written
     device = distributed.init_from_env(device)
     try:
         main_process = distributed.is_main_process()
@@ -281,7 +281,10 @@ def _run_train(args: argparse.Namespace) -> int:
                         len(recipe.categories), distributed.world_size(), device, args.out)
             meta = train_run(own_data.OwnDataRun("model", recipe.seed), recipe, args.out, device=device,
                              progress=sys.stderr.isatty())
-            logger.info("done in %.1f min: %s", meta["train_seconds"] / 60, _headline(recipe, meta["scores"]))
+            if meta is None:  # stopped before the end (the resumable checkpoint is there)
+                logger.info("stopped; continue with --resume")
+            else:
+                logger.info("done in %.1f min: %s", meta["train_seconds"] / 60, _headline(recipe, meta["scores"]))
     finally:
         if distributed.is_distributed():
             import torch.distributed as dist

@@ -230,9 +230,9 @@ class VOCInstances(_VOCBase):
         masks = {kind: _load_label(fn, self._mask_path(kind, index)) for kind in self._masks}
         shapes = {k: tuple(m.shape) for k, m in masks.items()}
         if shapes["SegmentationClass"] != shapes["SegmentationObject"]:
-            raise ValueError(f"{fn}: mask {self._mask_path('SegmentationObject', index)} is "
-                             f"{shapes['SegmentationObject']} but {self._mask_path('SegmentationClass', index)} is "
-                             f"{shapes['SegmentationClass']} (height x width)")
+            (h1, w1), (h2, w2) = shapes["SegmentationObject"], shapes["SegmentationClass"]
+            raise ValueError(f"{fn}: mask {self._mask_path('SegmentationObject', index)} is {h1} x {w1} pixels but "
+                             f"{self._mask_path('SegmentationClass', index)} is {h2} x {w2}")
         return shapes["SegmentationClass"], masks
 
     def _objects(self, index: int, masks: dict) -> list[tuple[int, Tensor]]:

@@ -112,8 +112,8 @@ def init_from_env(device: torch.device | str, *, timeout_s: float = 1800.0) -> t
         timeout_s (float): how long a collective waits for the other processes.
 
     Raises:
-        ValueError: torchrun's variables are inconsistent (:func:`launch_from_env`).
-        RuntimeError: more processes on this machine than CUDA devices.
+        ValueError: torchrun's variables are inconsistent (:func:`launch_from_env`), or more
+            processes on this machine than CUDA devices, or a device that is neither.
     """
     device = torch.device(device)
     launch = launch_from_env()
@@ -122,7 +122,7 @@ def init_from_env(device: torch.device | str, *, timeout_s: float = 1800.0) -> t
     if device.type == "cuda":
         count = torch.cuda.device_count()
         if launch.local_world_size > count:
-            raise RuntimeError(
+            raise ValueError(
                 f"torchrun started {launch.local_world_size} processes on this machine but it has {count} CUDA "
                 f"device(s): use --nproc_per_node={count} (one GPU per process), or --device cpu"
             )

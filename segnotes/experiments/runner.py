@@ -297,6 +297,8 @@ def finish_run(trainer, spec, recipe, path: Path, partial: Path, evaluate: Calla
     }
     if half:
         meta["scores_float32"] = scores_float32
+    if distributed.is_distributed():
+        meta["processes"] = distributed.world_size()
     meta["torch_version"] = str(torch.__version__)
     if distributed.is_main_process():
         weights = {"model": state} if spec.keep_weights else {}
