@@ -23,14 +23,17 @@ export OMP_NUM_THREADS ?= 2
 export MPLBACKEND ?= Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: help setup data book test pytest nbval notebooks checkpoints bench lab clean vendor-js
+.PHONY: help setup data book test pytest nbval nbval-anycpu anywhere notebooks checkpoints manifest bench lab clean vendor-js
 
 help:
 	@echo "make book      set up, generate data, execute every chapter, build _build/html"
-	@echo "make test      set up, generate data, pytest tests/ and pytest --nbval on every chapter"
+	@echo "make test      set up, generate data, pytest tests/ and pytest --nbval on every chapter (twice: this CPU's"
+	@echo "               kernels and PyTorch's plain ones, as another CPU computes)"
+	@echo "make anywhere  run every chapter from the built wheel in a fresh venv, empty folder, empty HOME"
 	@echo "make data      generate and verify the shapes data sets in $(DATA_ROOT) and $(HANDLES_ROOT)"
 	@echo "make notebooks re-execute the chapters in place (refreshes their stored outputs)"
 	@echo "make checkpoints retrain the models the chapters load (hours on a CPU, JOBS=2 DEVICE=cpu; resumable)"
+	@echo "make manifest  rewrite segnotes/downloads.sha256 from data/checkpoints (make checkpoints does it too)"
 	@echo "make bench     run benchmarks/ and write benchmarks/results/table.md"
 	@echo "make lab       open the book in JupyterLab"
 	@echo "make clean     remove the build, the generated data and caches (keeps .venv)"
@@ -63,13 +66,26 @@ book: $(DATA_STAMP)
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo "open _build/html/index.html"
 
-test: pytest nbval
+test: pytest nbval nbval-anycpu
 
 pytest: $(DATA_STAMP)
 	$(PY) -m pytest tests -q
 
+NBVAL = $(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with book/sanitize.cfg -p no:cacheprovider
+
 nbval: $(DATA_STAMP)
-	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with book/sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
+	$(NBVAL) $(NOTEBOOKS)
+
+# The stored outputs must not depend on this CPU: PyTorch's plain (non-vectorised) kernels add
+# floats in another order, as another machine's would.
+nbval-anycpu: $(DATA_STAMP)
+	ATEN_CPU_CAPABILITY=default $(NBVAL) $(NOTEBOOKS)
+
+# As a reader outside the repository: the wheel in a fresh venv (newest dependencies, no
+# constraints), each chapter alone in an empty folder with an empty HOME, data/ served on
+# 127.0.0.1 as the download mirror.
+anywhere: $(INSTALLED)
+	$(PY) tools/anywhere.py
 
 notebooks: $(DATA_STAMP)
 	@for nb in $(NOTEBOOKS); do echo "executing $$nb"; \
@@ -78,6 +94,11 @@ notebooks: $(DATA_STAMP)
 # Resumable: an interrupted run continues from the last checkpoint; finished ones are kept.
 checkpoints: $(DATA_STAMP)
 	$(PY) -m segnotes.experiments all --out data/checkpoints --jobs $(JOBS) --device $(DEVICE)
+	$(MAKE) manifest
+
+# The sha256 list that segnotes.hub checks downloads against (shipped in the wheel).
+manifest: $(INSTALLED)
+	$(PY) -c "import segnotes.hub as hub; print(hub.write_manifest('data'), 'files in', hub.MANIFEST)"
 
 bench: $(DATA_STAMP)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)

@@ -9,17 +9,21 @@ Subpackages:
     viz      matplotlib figures of masks, labels, metrics
     widgets  interactive ipywidgets built on the viz figures
     utils    device choice, seeding, deterministic mode
+    hub      the files a chapter loads that a wheel does not carry (checkpoints), fetched and checked
+    book     the notebooks' glue, which also shows glued values in Jupyter and Colab
 """
 import importlib
 
-from . import data, engine, metrics, models, ops, utils, viz
+from . import book, data, engine, hub, metrics, models, ops, utils, viz
 from .utils import deterministic, get_device, manual_seed
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "book",
     "data",
     "engine",
+    "hub",
     "metrics",
     "models",
     "ops",

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import hub
 from .._checks import check_int, describe
 
 __all__ = [
@@ -44,13 +45,16 @@ REPOSITORY_CHECKPOINTS = Path(__file__).resolve().parents[2] / "data" / "checkpo
 
 
 def checkpoint_root() -> Path:
-    """Where the book's checkpoints live: ``$SEGNOTES_CHECKPOINTS`` if set, else ``<repo>/data/checkpoints``.
-
-    (``make checkpoints`` writes there; the chapters read from there.)
+    """Where the book's checkpoints live: ``$SEGNOTES_CHECKPOINTS`` if set; else ``<repo>/data/checkpoints``
+    in a source checkout (``make checkpoints`` writes there); else the download cache
+    (``~/.cache/segnotes/checkpoints``, see :mod:`segnotes.hub`), into which ``load_run`` fetches
+    each checkpoint on first use.
     """
     if os.environ.get("SEGNOTES_CHECKPOINTS"):
         return Path(os.environ["SEGNOTES_CHECKPOINTS"]).expanduser()
-    return REPOSITORY_CHECKPOINTS
+    if hub.checkout_data() is not None:
+        return REPOSITORY_CHECKPOINTS
+    return download_root()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -80,9 +84,29 @@ class RunFiles:
         """Whether run ``name`` has a finished checkpoint under ``out``."""
         return self.run_path(out, name).is_file()
 
+    def hub_name(self, name: str) -> str:
+        """Run ``name``'s file in :mod:`segnotes.hub`'s manifest: ``checkpoints/<chapter>/<name>.pt``."""
+        return f"checkpoints/{self.chapter}/{name}.pt"
+
     def load_run(self, out: str | Path, name: str) -> dict:
-        """A finished run's checkpoint: ``meta`` (spec, recipe, scores), ``history`` and ``model`` (float32, or None)."""
-        return load_finished(self.run_path(out, name), name)
+        """A finished run's checkpoint: ``meta`` (spec, recipe, scores), ``history`` and ``model`` (float32, or None).
+
+        When ``out`` is the download cache (``checkpoint_root()`` outside a source checkout) and the
+        run is missing there, the book's checkpoint is fetched first (:func:`segnotes.hub.fetch`).
+        """
+        path = self.run_path(out, name)
+        if not path.is_file() and _is_download_root(out) and self.hub_name(name) in hub.manifest():
+            path = hub.fetch(self.hub_name(name), progress=True)
+        return load_finished(path, name)
+
+
+def download_root() -> Path:
+    """Where :mod:`segnotes.hub` keeps the book's checkpoints outside a checkout: ``<cache>/checkpoints``."""
+    return hub.cache_dir() / "checkpoints"
+
+
+def _is_download_root(out: str | Path) -> bool:
+    return Path(out).expanduser().resolve() == download_root().resolve()
 
 
 def load_finished(path: Path, name: str) -> dict:

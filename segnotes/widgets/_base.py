@@ -178,7 +178,7 @@ class FigureWidget:
     # Displaying the object itself displays the widget. The plain-text fallback is a short, fixed line (not
     # the container's repr, which holds model ids and PNG bytes) so that stored notebooks stay small and stable.
     def _repr_mimebundle_(self, **kwargs):
-        bundle = dict(self.widget._repr_mimebundle_(**kwargs))
+        bundle = _widget_bundle(self.widget, **kwargs)
         bundle["text/plain"] = f"{type(self).__name__} (an interactive widget: run the notebook to use it)"
         return bundle
 
@@ -193,3 +193,12 @@ class FigureWidget:
 
     def _animated(self) -> Sequence[Artist]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def _widget_bundle(widget, **kwargs) -> dict:
+    """The mime bundle that displays ``widget``, with ipywidgets 8 (its ``_repr_mimebundle_``) or 7 (Colab's)."""
+    if hasattr(widget, "_repr_mimebundle_"):
+        return dict(widget._repr_mimebundle_(**kwargs))
+    # ipywidgets 7 displays through _ipython_display_; this is the bundle it sends (protocol 2.0).
+    view = {"version_major": 2, "version_minor": 0, "model_id": widget._model_id}
+    return {"text/plain": repr(widget), "application/vnd.jupyter.widget-view+json": view}
