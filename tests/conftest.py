@@ -204,3 +204,31 @@ def voc_folder(tmp_path_factory):
             names.append(name)
         (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(names) + "\n")
     return root
+
+
+# ------------------------------------------------------------------------------------------------
+# Commands that start process groups (torchrun)
+
+
+def _run_group(command, *, timeout, env=None):
+    """``subprocess.run(command)`` in a session of its own; on timeout the whole group is killed,
+    so no worker that torchrun started outlives the test."""
+    import os
+    import signal
+    import subprocess
+
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{' '.join(map(str, command))} ran past {timeout} s:\n{stdout}\n{stderr}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+@pytest.fixture
+def run_group():
+    """``run_group(command, timeout=..., env=...) -> CompletedProcess``: see :func:`_run_group`."""
+    return _run_group

@@ -184,18 +184,20 @@ def test_python_dash_m_segnotes_is_the_same_program():
     assert result.returncode == 0 and "FORMAT:ROOT" in result.stdout and "--mask-classes" in result.stdout
 
 
-def test_torchrun_two_processes_train_and_only_rank_0_writes(tmp_path, coco_folder):
+@pytest.mark.parametrize("model", ["fcn32s", "mask-rcnn"])
+def test_torchrun_two_processes_train_and_only_rank_0_writes(tmp_path, coco_folder, model, run_group):
     out = tmp_path / "ddp"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
+    result = run_group(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "segnotes", "train",
-         "fcn32s", "--data", f"coco:{coco_folder}", "--out", str(out), "--epochs", "1", "--batch-size", "2",
+         model, "--data", f"coco:{coco_folder}", "--out", str(out), "--epochs", "1", "--batch-size", "2",
          "--device", "cpu"],
-        capture_output=True, text=True, timeout=300, env=env,
+        timeout=300, env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     meta = load_checkpoint(out / "model.pt")["meta"]
     assert meta["processes"] == 2 and meta["steps"] == 2  # 8 images, 2 processes of batch 2
+    assert meta["scores"]  # the confusion matrix summed, or the detections gathered for AP, on rank 0
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.json", "model.pt", "train.log"]
     log = (out / "train.log").read_text()
     assert log.count("epoch 1 val:") == 1 and "2 process(es)" in log

@@ -612,9 +612,11 @@ class Trainer:
 
     def evaluate(self) -> dict | None:
         """Metrics of the current model: ``eval_fn(model)``, or :func:`evaluate_semantic` on
-        ``val_set``; None when there is neither."""
+        ``val_set``; None when there is neither (or when ``eval_fn`` returns None, as a process
+        other than rank 0 does when the results are gathered there)."""
         if self.eval_fn is not None:
-            return dict(self.eval_fn(self.model))
+            metrics = self.eval_fn(self.model)
+            return None if metrics is None else dict(metrics)
         if self.val_set is None or self.num_classes is None:
             return None
         return evaluate_semantic(

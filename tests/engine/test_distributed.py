@@ -8,7 +8,6 @@ steps and resumes it from rank 0's checkpoint: the weights must then equal the u
 2-process run's exactly.
 """
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -119,14 +118,14 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_two_gloo_processes_take_the_steps_of_one_with_twice_the_batch(tmp_path):
+def test_two_gloo_processes_take_the_steps_of_one_with_twice_the_batch(tmp_path, run_group):
     script = tmp_path / "ddp_script.py"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
+    result = run_group(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)],
-        capture_output=True, text=True, timeout=240, env=env,
+        timeout=240, env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "rank 0 steps 4" in result.stdout and "rank 1 steps 4" in result.stdout
