@@ -115,6 +115,7 @@ def _add_train_parser(commands) -> None:
     train.add_argument("--checkpoint-every", type=_nonnegative_int, default=100,
                        help="steps between resumable checkpoints (default 100; one is also written after each epoch's end of fit)")
     train.add_argument("--resume", action="store_true", help="continue the run in DIR (started with the same options)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (shown by default in a terminal)")
 
 
 def _add_evaluate_parser(commands) -> None:
@@ -280,7 +281,7 @@ def _run_train(args: argparse.Namespace) -> int:
                         "resuming" if state == "resume" else "training", recipe.model, recipe.data,
                         len(recipe.categories), distributed.world_size(), device, args.out)
             meta = train_run(own_data.OwnDataRun("model", recipe.seed), recipe, args.out, device=device,
-                             progress=sys.stderr.isatty())
+                             progress=sys.stderr.isatty() and not args.no_progress)
             if meta is None:  # stopped before the end (the resumable checkpoint is there)
                 logger.info("stopped; continue with --resume")
             else:
