@@ -23,12 +23,14 @@ export OMP_NUM_THREADS ?= 2
 export MPLBACKEND ?= Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: help setup data book test pytest nbval nbval-anycpu anywhere notebooks checkpoints manifest bench lab clean vendor-js
+.PHONY: help setup data book site test pytest nbval nbval-anycpu browser anywhere notebooks checkpoints manifest bench lab clean vendor-js
 
 help:
 	@echo "make book      set up, generate data, execute every chapter, build _build/html"
-	@echo "make test      set up, generate data, pytest tests/ and pytest --nbval on every chapter (twice: this CPU's"
-	@echo "               kernels and PyTorch's plain ones, as another CPU computes)"
+	@echo "make test      set up, generate data, pytest tests/, pytest --nbval on every chapter (twice: this CPU's"
+	@echo "               kernels and PyTorch's plain ones, as another CPU computes), browser tests"
+	@echo "make site      build _build/html from the notebooks' stored outputs (what GitHub Pages publishes)"
+	@echo "make browser   build the site, then open every page in headless Chromium (tests/book)"
 	@echo "make anywhere  run every chapter from the built wheel in a fresh venv, empty folder, empty HOME"
 	@echo "make data      generate and verify the shapes data sets in $(DATA_ROOT) and $(HANDLES_ROOT)"
 	@echo "make notebooks re-execute the chapters in place (refreshes their stored outputs)"
@@ -66,10 +68,26 @@ book: $(DATA_STAMP)
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo "open _build/html/index.html"
 
-test: pytest nbval nbval-anycpu
+# The same pages as `make book`, from the outputs stored in the notebooks (which `make nbval` proves the code
+# still gives) instead of executing every chapter again: seconds, not ten minutes of CPU. GitHub Pages publishes it.
+SITE_CONFIG := _build/site_config.yml
+site: $(INSTALLED)
+	$(PY) tools/site_config.py _config.yml $(SITE_CONFIG)
+	$(VENV)/bin/jupyter-book build . --config $(SITE_CONFIG) -W -n --keep-going
+	@echo "open _build/html/index.html"
+
+test: pytest nbval nbval-anycpu browser
 
 pytest: $(DATA_STAMP)
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -m "not browser"
+
+# Headless Chromium on the built site (tests/book) and on the widgets' page versions (tests/widgets/test_static.py).
+# Without Chromium they are skipped, and say so; under CI=true they fail instead.
+browser: site
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null \
+	  || echo "*** browser tests SKIPPED: no Chromium on this machine (apt-get install chromium)$${CI:+; CI=$$CI, so they fail} ***"
+	$(PY) -m pytest tests -q -m browser -p no:cacheprovider
+	@echo "screenshots of every page: _build/screenshots/"
 
 NBVAL = $(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with book/sanitize.cfg -p no:cacheprovider
 

@@ -10,12 +10,13 @@ vanish under ``python -O``.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["describe", "check_tensor", "check_positive", "check_choice", "check_int"]
+__all__ = ["describe", "check_tensor", "check_finite", "check_positive", "check_range", "check_choice", "check_int"]
 
 
 def describe(x) -> str:
@@ -83,13 +84,35 @@ def check_int(fn: str, name: str, value, *, minimum: int | None = None) -> int:
     return value
 
 
-def check_positive(fn: str, name: str, value, *, allow_zero: bool = False) -> float:
-    """Check that ``value`` is a real number > 0 (or >= 0 with ``allow_zero``)."""
+def check_finite(fn: str, name: str, value) -> float:
+    """Check that ``value`` is a real number (int or float, not a bool) and finite.
+
+    Every range check below starts here: NaN compares False with everything, so ``nan > 0`` and
+    ``nan < 0`` are both False and a NaN would slip through any "must be > 0" test.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{fn}: {name} must be a number, got {describe(value)}")
+    if not math.isfinite(value):
+        raise ValueError(f"{fn}: {name} must be a finite number, got {value}")
+    return value
+
+
+def check_positive(fn: str, name: str, value, *, allow_zero: bool = False) -> float:
+    """Check that ``value`` is a finite real number > 0 (or >= 0 with ``allow_zero``)."""
+    check_finite(fn, name, value)
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{fn}: {name} must be {bound}, got {value}")
+    return value
+
+
+def check_range(fn: str, name: str, value, low: float, high: float, *, open_low: bool = False,
+                open_high: bool = False) -> float:
+    """Check that ``value`` is a finite real number in ``[low, high]`` (ends excluded with ``open_*``)."""
+    check_finite(fn, name, value)
+    if value < low or value > high or (open_low and value == low) or (open_high and value == high):
+        interval = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+        raise ValueError(f"{fn}: {name} must be in {interval}, got {value}")
     return value
 
 

@@ -147,6 +147,10 @@ def _add_predict_parser(commands) -> None:
     predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
 
+# Paths stay str here: Path("") is the current folder, so an empty --root would write there. The
+# data functions refuse an empty path themselves, as one clear line.
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segnotes", description="segnotes: the book's companion package.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -160,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate the procedural shapes data set (images, COCO instances JSON, semantic label PNGs). "
         "Same arguments give byte-identical files; an existing complete set made with the same arguments is kept.",
     )
-    shapes.add_argument("--root", type=Path, required=True, help="output folder (e.g. data/shapes)")
+    shapes.add_argument("--root", type=str, required=True, help="output folder (e.g. data/shapes)")
     shapes.add_argument("--num-train", type=_nonnegative_int, default=2000, help="training images (default 2000)")
     shapes.add_argument("--num-val", type=_nonnegative_int, default=500, help="validation images (default 500)")
     shapes.add_argument("--seed", type=_nonnegative_int, default=0, help="random seed (default 0)")
@@ -173,15 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     checksums = data_commands.add_parser("checksums", help="write SHA-256 checksums of a data set")
-    checksums.add_argument("--root", type=Path, required=True, help="data set folder")
-    checksums.add_argument("--output", type=Path, required=True, help="checksum file to write (sha256sum format)")
+    checksums.add_argument("--root", type=str, required=True, help="data set folder")
+    checksums.add_argument("--output", type=str, required=True, help="checksum file to write (sha256sum format)")
 
     verify = data_commands.add_parser("verify", help="check a data set against its SHA-256 checksums")
-    verify.add_argument("--root", type=Path, required=True, help="data set folder")
-    verify.add_argument("--checksums", type=Path, required=True, help="checksum file (sha256sum format)")
+    verify.add_argument("--root", type=str, required=True, help="data set folder")
+    verify.add_argument("--checksums", type=str, required=True, help="checksum file (sha256sum format)")
 
     stats = data_commands.add_parser("stats", help="print a data set's statistics as JSON")
-    stats.add_argument("--root", type=Path, required=True, help="data set folder")
+    stats.add_argument("--root", type=str, required=True, help="data set folder")
     _add_train_parser(commands)
     _add_evaluate_parser(commands)
     _add_predict_parser(commands)
@@ -348,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"data": _run_data, "train": _run_train, "evaluate": _run_evaluate, "predict": _run_predict}
     try:
         return commands[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, NotADirectoryError, CheckpointError) as error:
-        # Bad input is reported as one clear line, not a traceback.
+    except (ValueError, TypeError, OSError, CheckpointError) as error:
+        # Bad input, unreadable or unwritable files (OSError: missing, a folder, truncated, no
+        # permission) and unreadable checkpoints are reported as one clear line, not a traceback.
         print(f"segnotes: error: {error}", file=sys.stderr)
         return 2
 

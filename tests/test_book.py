@@ -86,3 +86,28 @@ def test_package_version_matches_pyproject():
     if not pyproject.is_file():
         pytest.skip("not a source checkout")
     assert tomllib.loads(pyproject.read_text())["project"]["version"] == segnotes.__version__
+
+
+def test_table_is_numbered_myst_in_the_book_and_captioned_html_in_jupyter():
+    from segnotes.book import table
+
+    t = table("| net | mean IU |\n|---|---:|\n| **FCN-8s** | 82.2 |", caption="Mean IU, $x$.", name="tbl-fcn")
+    assert t._repr_markdown_() == (":::{table} Mean IU, $x$.\n:name: tbl-fcn\n\n"
+                                   "| net | mean IU |\n|---|---:|\n| **FCN-8s** | 82.2 |\n:::\n")
+    html = t._repr_html_()
+    assert html.startswith("<table><caption>Mean IU, $x$.</caption>")
+    assert '<td style="text-align:left"><b>FCN-8s</b></td><td style="text-align:right">82.2</td>' in html
+    same = table(["net", "mean IU"], [["**FCN-8s**", 82.2]], caption="Mean IU, $x$.", name="tbl-fcn",
+                 align=["", "right"])
+    assert same.markdown() == t.markdown()
+
+
+def test_table_bad_input():
+    from segnotes.book import table
+
+    with pytest.raises(TypeError, match=r"table: caption must be a non-empty str"):
+        table(["a"], [[1]], caption="")
+    with pytest.raises(ValueError, match=r"table: row 0 has 2 cells, the header 1"):
+        table(["a"], [[1, 2]], caption="c")
+    with pytest.raises(ValueError, match=r"table: expected a Markdown pipe table"):
+        table("just text", caption="c")

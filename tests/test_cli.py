@@ -243,7 +243,7 @@ def test_bad_data_is_named_and_leaves_dir_untouched(tmp_path, coco_folder, voc_f
     dataset = json.loads(ann.read_text())
     dataset["annotations"].append(dict(dataset["annotations"][0], id=999, image_id=12345))
     ann.write_text(json.dumps(dataset))
-    _fails(capsys, ["train", "fcn8s", "--data", f"coco:{bad}", *out], f"annotation 999 in {ann} refers to image 12345")
+    _fails(capsys, ["train", "fcn8s", "--data", f"coco:{bad}", *out], f"{ann}, annotation id 999 has image_id 12345, which the file's images do not list")
     shutil.copy(coco_folder / "annotations" / "instances_val.json", ann)
     gone = bad / "val" / json.loads(ann.read_text())["images"][0]["file_name"]
     gone.unlink()
@@ -255,7 +255,7 @@ def test_bad_data_is_named_and_leaves_dir_untouched(tmp_path, coco_folder, voc_f
     ann.write_text(json.dumps(dataset))
     _fails(capsys, ["train", "fcn8s", "--data", f"coco:{bad}", *out], f"image {gone.with_suffix('.png')} has mode 'I;16'")
     Image.new("RGB", (40, 30)).save(gone.with_suffix(".png"))
-    _fails(capsys, ["train", "fcn8s", "--data", f"coco:{bad}", *out], "is 30 x 40 pixels but", str(ann))
+    _fails(capsys, ["train", "fcn8s", "--data", f"coco:{bad}", *out], "is 30 x 40 pixels (H x W), but", str(ann))
     # categories absent from a split: listed in train but never annotated; known to val only
     shutil.copy(coco_folder / "annotations" / "instances_val.json", ann)
     shutil.copy(coco_folder / "val" / gone.name, gone)
@@ -298,11 +298,11 @@ def test_voc_mask_of_another_size_is_named(tmp_path, voc_folder, finished_run, c
     objects = voc / "SegmentationObject" / f"{name}.png"
     Image.new("P", (40, 30)).save(objects)
     _fails(capsys, ["train", "mask-rcnn", "--data", f"voc:{voc}", "--out", str(finished_run), "--resume"],
-           f"{objects} is 30 x 40 pixels but {voc / 'SegmentationClass' / name}.png is 64 x 80")
+           f"label {objects} is 30 x 40 pixels (H x W), but {voc / 'SegmentationClass' / name}.png is 64 x 80")
     classes = voc / "SegmentationClass" / f"{name}.png"
     Image.new("P", (40, 30)).save(classes)
     _fails(capsys, ["train", "fcn8s", "--data", f"voc:{voc}", "--out", str(finished_run), "--resume"],
-           f"{classes} is 30 x 40 pixels but its image {voc / 'JPEGImages' / name}.jpg is 64 x 80")
+           f"label {classes} is 30 x 40 pixels (H x W), but its image is 64 x 80 ({voc / 'JPEGImages' / name}.jpg)")
     assert snapshot(finished_run) == before
 
 
@@ -336,3 +336,53 @@ def test_evaluate_refuses_a_checkpoint_of_another_model(tmp_path, coco_folder, f
     _fails(capsys, ["predict", str(finished_run), str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "p")],
            f"IMAGE_OR_FOLDER {tmp_path / 'missing.jpg'} not found")
     assert snapshot(other) == before and not (tmp_path / "p").exists()
+
+
+# Issue 22, finding 14: each of these printed a raw traceback (an exception escaping main), or
+# (--root "") wrote into the current folder. Now: one line on stderr, exit status 2.
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "shapes"
+    assert main(["data", "shapes", "--root", str(root), "--num-train", "2", "--num-val", "1", "--image-size", "64",
+                 "--workers", "1", "--no-progress"]) == 0
+    return root
+
+
+def _assert_one_line_error(status, capsys, *fragments):
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("segnotes: error: "), err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_checksums_into_a_folder_is_one_clear_line(small_set, tmp_path, capsys):
+    status = main(["data", "checksums", "--root", str(small_set), "--output", str(tmp_path)])
+    _assert_one_line_error(status, capsys, f"write_checksums: path '{tmp_path}' is a directory")
+
+
+def test_verify_against_a_folder_is_one_clear_line(small_set, tmp_path, capsys):
+    status = main(["data", "verify", "--root", str(small_set), "--checksums", str(tmp_path)])
+    _assert_one_line_error(status, capsys, f"verify: the checksum file '{tmp_path}' is a directory")
+
+
+def test_stats_on_a_truncated_png_names_the_file(small_set, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(small_set, copy)
+    label = copy / "train" / "labels" / "000001.png"
+    label.write_bytes(label.read_bytes()[:200])
+    status = main(["data", "stats", "--root", str(copy)])
+    _assert_one_line_error(status, capsys, f"statistics: cannot read the label image {label}")
+
+
+@pytest.mark.parametrize("command", [
+    ["data", "shapes", "--root", "", "--num-train", "1", "--num-val", "1", "--image-size", "64", "--no-progress"],
+    ["data", "stats", "--root", ""],
+    ["data", "checksums", "--root", "", "--output", "sums"],
+])
+def test_an_empty_root_is_refused_not_the_current_folder(tmp_path, monkeypatch, capsys, command):
+    monkeypatch.chdir(tmp_path)
+    _assert_one_line_error(main(command), capsys, "root must name a folder or file, got an empty path")
+    assert list(tmp_path.iterdir()) == []  # nothing written where the command ran

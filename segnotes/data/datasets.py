@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
 from .._checks import check_choice, describe
+from ..metrics.coco import _check_box, _check_compressed_rles, _check_polygons, _check_uncompressed_rle, _rle_size
 from .shapes import CATEGORIES, GROUPS, SPLITS, default_root
 
 __all__ = ["CocoInstances", "CocoSemantic", "ShapesInstances", "ShapesSemantic", "image_size", "load_rgb"]
@@ -40,55 +41,78 @@ __all__ = ["CocoInstances", "CocoSemantic", "ShapesInstances", "ShapesSemantic",
 _RGB_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 
 
-def _open(fn: str, path: Path, what: str = "image") -> Image.Image:
-    """``Image.open(path)``, with errors that name the file."""
+def _check_mode(fn: str, path: Path, mode: str) -> None:
+    if mode not in _RGB_MODES:
+        raise ValueError(f"{fn}: image {path} has mode {mode!r} (16-bit or floating point); convert it to 8-bit RGB first")
+
+
+@contextlib.contextmanager
+def _open_image(fn: str, what: str, path: Path):
+    """``PIL.Image.open(path)``; a missing, truncated or unreadable file raises an OSError naming it."""
     try:
-        return Image.open(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{fn}: {what} file {path} not found") from None
-    except (OSError, ValueError) as error:  # PIL.UnidentifiedImageError is an OSError
-        raise ValueError(f"{fn}: cannot read the {what} file {path} ({type(error).__name__}: {error})") from None
+        with Image.open(path) as image:
+            image.load()  # decode now: a truncated file fails here, inside the try
+            yield image
+    except (OSError, SyntaxError) as error:  # PIL raises SyntaxError for some broken PNGs
+        raise OSError(f"{fn}: cannot read the {what} {path}: {error}") from error
 
 
-def load_rgb(path: Path, fn: str = "load_rgb") -> Tensor:
+def _load_rgb(fn: str, path: Path) -> Tensor:
+    """An image file as FloatTensor[3, H, W] in [0, 1] (any 8-bit mode converted to RGB)."""
+    with _open_image(fn, "image", path) as image:
+        _check_mode(fn, path, image.mode)
+        return pil_to_tensor(image.convert("RGB")).float().div_(255.0)
+
+
+def load_rgb(path, fn: str = "load_rgb") -> Tensor:
     """An image file as FloatTensor[3, H, W] in [0, 1].
 
-    Greyscale, palette, RGBA (alpha dropped) and CMYK images are converted to RGB; a missing or
-    unreadable file, or a 16-bit or floating-point image, gives an error naming the file.
+    Greyscale, palette, RGBA (alpha dropped) and CMYK images are converted to RGB; a missing,
+    truncated or unreadable file raises an OSError naming it, a 16-bit or floating-point image a
+    ValueError.
     """
-    with _open(fn, Path(path)) as image:
-        if image.mode not in _RGB_MODES:
-            raise ValueError(f"{fn}: image {path} has mode {image.mode!r} (16-bit or floating point); "
-                             "convert it to 8-bit RGB first")
-        try:
-            return pil_to_tensor(image.convert("RGB")).float().div_(255.0)
-        except OSError as error:  # truncated data shows up when the pixels are decoded
-            raise ValueError(f"{fn}: cannot decode the image file {path} ({error})") from None
+    return _load_rgb(fn, Path(path))
 
 
-def image_size(path: Path, fn: str = "image_size", what: str = "image") -> tuple[int, int]:
+def image_size(path, fn: str = "image_size", what: str = "image") -> tuple[int, int]:
     """``(height, width)`` of an image file, from its header (the pixels are not decoded).
 
-    For ``what="image"`` the mode is checked too: one :func:`load_rgb` cannot convert (16-bit,
-    floating point) gives the same error as loading it would.
+    For ``what="image"`` the mode is checked too: one :func:`load_rgb` cannot convert gives the
+    same error as loading it would.
+
+    Raises:
+        FileNotFoundError: no such file.
+        OSError: the file is not an image Pillow can read.
     """
-    with _open(fn, Path(path), what) as image:
-        width, height = image.size
-        if what == "image" and image.mode not in _RGB_MODES:
-            raise ValueError(f"{fn}: image {path} has mode {image.mode!r} (16-bit or floating point); "
-                             "convert it to 8-bit RGB first")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{fn}: {what} file {path} not found")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            mode = image.mode
+    except (OSError, SyntaxError) as error:
+        raise OSError(f"{fn}: cannot read the {what} {path}: {error}") from error
+    if what == "image":
+        _check_mode(fn, path, mode)
     return height, width
 
 
-_load_rgb = load_rgb  # the readers below pass their name as ``fn``
+def _load_label(fn: str, path: Path, size: tuple[int, int] | None) -> Tensor:
+    """A palette (or greyscale) label PNG of ``size`` (H, W) as LongTensor[H, W] of indices; 255 stays 255.
 
-
-def _load_label(fn: str, path: Path) -> Tensor:
-    """A palette (or greyscale) label PNG as LongTensor[H, W] of indices; 255 stays 255."""
-    with _open(fn, Path(path), "label") as image:
+    ``size`` None skips the size check (the caller compares several maps itself).
+    """
+    with _open_image(fn, "label", path) as image:
         if image.mode not in ("P", "L"):
             raise ValueError(f"{fn}: label {path} must be a palette or greyscale PNG, got mode {image.mode!r}")
-        return torch.from_numpy(np.array(image, dtype=np.int64))
+        label = torch.from_numpy(np.array(image, dtype=np.int64))
+    if size is not None and tuple(label.shape) != tuple(size):
+        raise ValueError(
+            f"{fn}: label {path} is {label.shape[0]} x {label.shape[1]} pixels (H x W), but its image is "
+            f"{size[0]} x {size[1]}"
+        )
+    return label
 
 
 def _shapes_split(fn: str, root, split: str) -> tuple[Path, Path]:
@@ -151,21 +175,22 @@ class CocoInstances(Dataset):
 
         Raises:
             FileNotFoundError: an image file is missing.
-            ValueError: a file is unreadable, or its size differs from the JSON's ``height`` and
-                ``width``; the message names the file and the annotation file.
+            OSError, ValueError: a file is unreadable, of a mode that cannot be converted, or of
+                another size than the JSON's ``height`` and ``width``; the message names the file.
         """
         fn = type(self).__name__
         for image_id in self.ids:
-            self._check_size(fn, self.coco.imgs[image_id], image_size(self._path(image_id), fn))
+            self._check_size(fn, image_id, image_size(self._path(image_id), fn))
 
     def _path(self, image_id: int) -> Path:
         return self.image_dir / self.coco.imgs[image_id]["file_name"]
 
-    def _check_size(self, fn: str, info: dict, size: tuple[int, int]) -> None:
-        if "height" in info and "width" in info and size != (info["height"], info["width"]):
+    def _check_size(self, fn: str, image_id: int, size: tuple[int, int]) -> None:
+        info = self.coco.imgs[image_id]
+        if tuple(size) != (info["height"], info["width"]):
             raise ValueError(
-                f"{fn}: image {self.image_dir / info['file_name']} is {size[0]} x {size[1]} pixels but "
-                f"{self.ann_file} says {info['height']} x {info['width']} (image id {info['id']})"
+                f"{fn}: image {self._path(image_id)} is {size[0]} x {size[1]} pixels (H x W), but {self.ann_file} "
+                f"says image id {image_id} is {info['height']} x {info['width']}"
             )
 
     @property
@@ -186,9 +211,9 @@ class CocoInstances(Dataset):
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
         fn = type(self).__name__
-        image = _load_rgb(self._path(image_id), fn)
+        image = _load_rgb(fn, self._path(image_id))
         height, width = image.shape[1:]
-        self._check_size(fn, info, (height, width))
+        self._check_size(fn, image_id, (height, width))
         annotations = [
             a
             for a in self.coco.imgToAnns.get(image_id, [])
@@ -212,22 +237,14 @@ class CocoInstances(Dataset):
 
 
 def _read_coco(fn: str, ann_file: Path) -> COCO:
-    """A COCO annotation file, checked: valid JSON, and every annotation's image and category listed."""
+    """A COCO annotation file, checked (:func:`_check_coco_file`); a file that is not JSON is named."""
     try:
-        dataset = json.loads(ann_file.read_text(encoding="utf-8"))
+        dataset = json.loads(Path(ann_file).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{fn}: {ann_file} is not a JSON file ({error})") from None
     if not isinstance(dataset, dict) or not isinstance(dataset.get("images"), list):
         raise ValueError(f"{fn}: {ann_file} is not a COCO annotation file (no 'images' list)")
-    images = {image["id"] for image in dataset["images"]}
-    categories = {category["id"] for category in dataset.get("categories", [])}
-    for annotation in dataset.get("annotations", []):
-        if annotation.get("image_id") not in images:
-            raise ValueError(f"{fn}: annotation {annotation.get('id')} in {ann_file} refers to image "
-                             f"{annotation.get('image_id')}, which the file's 'images' do not list")
-        if annotation.get("category_id") not in categories:
-            raise ValueError(f"{fn}: annotation {annotation.get('id')} in {ann_file} has category "
-                             f"{annotation.get('category_id')}, which the file's 'categories' do not list")
+    _check_coco_file(fn, Path(ann_file), dataset)
     coco = COCO()
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -274,6 +291,58 @@ class CocoSemantic(Dataset):
         if self.transforms is not None:
             image, label = self.transforms(image, label)
         return image, label
+
+
+_IMAGE_KEYS = ("id", "file_name", "height", "width")
+_ANNOTATION_KEYS = ("id", "image_id", "category_id", "bbox", "area", "segmentation")
+
+
+def _check_coco_file(fn: str, path: Path, dataset: dict) -> None:
+    """Every image and annotation of a COCO file is complete and consistent, or an error names it.
+
+    pycocotools loads anything: an annotation of an image that is not listed is silently never
+    returned, and malformed polygons, RLEs or boxes fail later (or decode into garbage) without
+    saying which annotation is wrong. Here each error names the file and the annotation's id.
+    """
+    images = {}
+    for i, image in enumerate(dataset.get("images", [])):
+        if not isinstance(image, dict) or any(key not in image for key in _IMAGE_KEYS):
+            raise ValueError(f"{fn}: {path}: images[{i}] must be a dict with the keys {list(_IMAGE_KEYS)}, "
+                             f"got {sorted(image) if isinstance(image, dict) else describe(image)}")
+        images[image["id"]] = (image["height"], image["width"])
+    categories = {category.get("id") for category in dataset.get("categories", []) if isinstance(category, dict)}
+    compressed = ([], [])  # checked at once, below
+    for i, ann in enumerate(dataset.get("annotations", [])):
+        if not isinstance(ann, dict):
+            raise ValueError(f"{fn}: {path}: annotations[{i}] must be a dict, got {describe(ann)}")
+        name = f"annotation id {ann['id']}" if "id" in ann else f"annotations[{i}] (no id)"
+        where = f"{path}, {name}"
+        missing = [key for key in _ANNOTATION_KEYS if key not in ann]
+        if missing:
+            raise ValueError(f"{fn}: {where} is missing the keys {missing}, got keys {sorted(ann)}")
+        if ann["image_id"] not in images:
+            raise ValueError(f"{fn}: {where} has image_id {ann['image_id']!r}, which the file's images do not list")
+        if ann["category_id"] not in categories:
+            raise ValueError(
+                f"{fn}: {where} has category_id {ann['category_id']!r}, which the file's categories do not list"
+            )
+        _check_box(fn, f"{where}: bbox", ann["bbox"])
+        segmentation, what = ann["segmentation"], f"{where}: segmentation"
+        if isinstance(segmentation, list):
+            _check_polygons(fn, what, segmentation)
+            continue
+        if not (isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation):
+            raise ValueError(f"{fn}: {what} must be polygons (list) or RLE (dict with counts and size), "
+                             f"got {describe(segmentation)}")
+        if tuple(_rle_size(fn, what, segmentation)) != tuple(images[ann["image_id"]]):
+            raise ValueError(f"{fn}: {what} has size {segmentation['size']}, but image {ann['image_id']} is "
+                             f"{list(images[ann['image_id']])} (height, width)")
+        if isinstance(segmentation["counts"], list):
+            _check_uncompressed_rle(fn, what, segmentation)
+        else:
+            compressed[0].append(what)
+            compressed[1].append(segmentation)
+    _check_compressed_rles(fn, *compressed)
 
 
 def _withheld_categories(fn: str, partial) -> tuple[int, ...]:
@@ -349,8 +418,9 @@ class ShapesSemantic(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        image = _load_rgb(self.images[index])
-        label = _load_label(type(self).__name__, self.labels[index])
+        fn = type(self).__name__
+        image = _load_rgb(fn, self.images[index])
+        label = _load_label(fn, self.labels[index], image.shape[1:])
         if self.transforms is not None:
             image, label = self.transforms(image, label)
         return image, label

@@ -14,6 +14,7 @@ filtered rows, each row prefixed by its filter-type byte), IEND.
 from __future__ import annotations
 
 import os
+import secrets
 import struct
 import zlib
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 
 from .._checks import check_int, describe
 
-__all__ = ["encode_png", "write_png", "voc_palette"]
+__all__ = ["encode_png", "write_png", "atomic_write", "voc_palette"]
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOUR_TYPE_RGB = 2
@@ -124,9 +125,26 @@ def write_png(path: str | os.PathLike, image: np.ndarray, palette=None) -> Path:
     Returns:
         pathlib.Path: ``path``.
     """
-    data = encode_png(image, palette)
+    return atomic_write(path, encode_png(image, palette))
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file beside it, renamed over ``path``.
+
+    The temporary name is unique (process id and random digits), so two processes writing the
+    same file never write into each other's temporary file; a reader sees the old file or the
+    new one, never half of one.
+
+    Returns:
+        pathlib.Path: ``path``.
+    """
     path = Path(path)
-    partial = path.with_name(path.name + ".part")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+    try:
+        with open(partial, "xb") as f:  # "x": never reuse an existing file
+            f.write(data)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return path

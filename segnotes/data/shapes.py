@@ -35,6 +35,7 @@ On disk (``generate``) the layout mirrors COCO and VOC::
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -45,12 +46,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image
 from tqdm.auto import tqdm
 
 from .._checks import check_choice, check_int, describe
 from ..metrics.coco import encode_masks
-from .png import voc_palette, write_png
+from .png import atomic_write, voc_palette, write_png
 
 __all__ = [
     "CATEGORIES",
@@ -730,9 +732,7 @@ def _dump_json(path: Path, obj, indent=None) -> None:
     """Write ``obj`` as JSON with sorted keys and fixed separators (stable bytes), atomically."""
     separators = (",", ": ") if indent else (",", ":")
     text = json.dumps(obj, sort_keys=True, indent=indent, separators=separators) + "\n"
-    partial = path.with_name(path.name + ".part")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    atomic_write(path, text.encode("utf-8"))
 
 
 def _coco_categories(handles: bool = False) -> list[dict]:
@@ -789,22 +789,34 @@ def _existing_state(fn: str, root: Path, arguments: dict) -> str:
 
 
 def _prepare(fn: str, root: Path, arguments: dict, state: str) -> None:
-    """Create the directories and write meta.json with ``complete: false``."""
+    """Write meta.json with ``complete: false``, then create the directories.
+
+    meta.json comes first, so that a folder holding anything also says whose it is.
+    """
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        _dump_json(root / "meta.json", _meta(arguments, complete=False), indent=2)
         if state == "incomplete":  # ours and interrupted: start the splits afresh
             for split in SPLITS:
                 shutil.rmtree(root / split, ignore_errors=True)
         for split in SPLITS:
             for sub in ("images", "labels"):
                 (root / split / sub).mkdir(parents=True, exist_ok=True)
-        _dump_json(root / "meta.json", _meta(arguments, complete=False), indent=2)
     except OSError as error:
         raise type(error)(f"{fn}: cannot write to root '{root}': {error.strerror or error}") from error
 
 
-def _check_generate_arguments(fn, root, num_train, num_val, seed, image_size, void_width, workers, progress):
+def _check_root(fn: str, name: str, root) -> Path:
+    """``root`` as a Path; an empty string is refused (``Path("")`` would be the current folder)."""
     if not isinstance(root, (str, os.PathLike)):
-        raise TypeError(f"{fn}: root must be a str or os.PathLike, got {describe(root)}")
+        raise TypeError(f"{fn}: {name} must be a str or os.PathLike, got {describe(root)}")
+    if not os.fspath(root):
+        raise ValueError(f"{fn}: {name} must name a folder or file, got an empty path")
+    return Path(root).expanduser()
+
+
+def _check_generate_arguments(fn, root, num_train, num_val, seed, image_size, void_width, workers, progress):
+    _check_root(fn, "root", root)
     check_int(fn, "num_train", num_train, minimum=0)
     check_int(fn, "num_val", num_val, minimum=0)
     check_int(fn, "seed", seed, minimum=0)
@@ -832,7 +844,9 @@ def generate(
 
     Idempotent: if ``root`` already holds a complete data set made with the same arguments,
     return at once; an incomplete one (an interrupted run) is made again. meta.json is written
-    with ``"complete": false`` first and ``true`` last.
+    with ``"complete": false`` first and ``true`` last. Safe to call from several processes at
+    once (notebooks, ``make -j``, DDP ranks): a file lock (``.<root name>.lock`` beside ``root``)
+    lets one generate while the others wait, and they all return the complete data set.
 
     Args:
         root: directory to write; created if missing. Must be empty, new, or hold a data set
@@ -869,10 +883,52 @@ def generate(
     arguments = dict(num_train=num_train, num_val=num_val, seed=seed, image_size=image_size, void_width=void_width)
     if handles:
         arguments["handles"] = True
-    state = _existing_state(fn, root, arguments)
-    if state == "complete":
+    if _is_complete(root, arguments):  # the common case, and no lock file in a read-only folder
         return root
-    _prepare(fn, root, arguments, state)
+    with _generation_lock(fn, root):
+        # Checked again under the lock: another process may have made the data set (or be
+        # making it) while this one waited. Without the lock a second process saw its
+        # "complete: false" and deleted the splits it was writing.
+        state = _existing_state(fn, root, arguments)
+        if state == "complete":
+            return root
+        _prepare(fn, root, arguments, state)
+        _write_splits(root, arguments, num_train, num_val, seed, image_size, void_width, handles, workers, progress)
+    return root
+
+
+def _is_complete(root: Path, arguments: dict) -> bool:
+    """Whether ``root`` holds a complete data set made with ``arguments`` (no lock needed: meta.json
+    says ``complete: true`` only once every file is in place, and is replaced atomically)."""
+    meta = _read_meta(root)
+    return (meta is not None and meta.get("complete") is True
+            and dict(format_version=meta.get("format_version"), **meta.get("arguments", {}))
+            == dict(format_version=FORMAT_VERSION, **arguments))
+
+
+@contextlib.contextmanager
+def _generation_lock(fn: str, root: Path):
+    """Hold ``.<root name>.lock`` beside ``root`` while generating: one writer per folder.
+
+    A file lock (``filelock``: ``flock`` on POSIX, ``msvcrt`` on Windows) is released by the
+    operating system when its process dies, so a killed run never blocks the next one. The
+    lock file sits beside the folder, not in it, so the folder holds only the data set.
+    """
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(root.parent / f".{root.name}.lock")
+        lock.acquire()
+    except OSError as error:
+        raise type(error)(f"{fn}: cannot write to root '{root}': {error.strerror or error}") from error
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _write_splits(root: Path, arguments: dict, num_train, num_val, seed, image_size, void_width, handles, workers,
+                  progress) -> None:
+    """Render and write every image, then the instances files, then meta.json with ``complete: true``."""
     counts = dict(train=num_train, val=num_val)
     jobs = [
         (str(root), seed, split, i, image_size, void_width, handles) for split in SPLITS for i in range(counts[split])
@@ -883,7 +939,6 @@ def generate(
         split_results = [results.pop(0) for _ in range(counts[split])]
         _dump_json(root / split / "instances.json", _coco_file(split_results, image_size))
     _dump_json(root / "meta.json", _meta(arguments, complete=True), indent=2)
-    return root
 
 
 def _run_jobs(jobs: list, workers: int, progress: bool) -> list:
@@ -947,12 +1002,16 @@ def write_checksums(root: str | os.PathLike, path: str | os.PathLike) -> Path:
     Returns:
         pathlib.Path: ``path``.
     """
-    root, path = Path(root), Path(path)
+    fn = "write_checksums"
+    root, path = _check_root(fn, "root", root), _check_root(fn, "path", path)
     if not root.is_dir():
-        raise FileNotFoundError(f"write_checksums: root '{root}' is not a directory")
+        raise FileNotFoundError(f"{fn}: root '{root}' is not a directory")
+    if path.is_dir():
+        raise IsADirectoryError(f"{fn}: path '{path}' is a directory; name the checksum file to write")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{fn}: the folder of path '{path}' does not exist")
     lines = [f"{_sha256(root / name)}  {name}\n" for name in _files(root, exclude=path)]
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
+    return atomic_write(path, "".join(lines).encode("utf-8"))
 
 
 def verify(root: str | os.PathLike, checksums: str | os.PathLike) -> int:
@@ -964,11 +1023,19 @@ def verify(root: str | os.PathLike, checksums: str | os.PathLike) -> int:
     Raises:
         ValueError: listing the first few mismatched, missing and extra files.
     """
-    root, checksums = Path(root), Path(checksums)
+    fn = "verify"
+    root, checksums = _check_root(fn, "root", root), _check_root(fn, "checksums", checksums)
     if not root.is_dir():
-        raise FileNotFoundError(f"verify: root '{root}' is not a directory")
+        raise FileNotFoundError(f"{fn}: root '{root}' is not a directory")
+    if not checksums.is_file():
+        what = "a directory" if checksums.is_dir() else "missing"
+        raise FileNotFoundError(f"{fn}: the checksum file '{checksums}' is {what}; name a file of sha256sum lines")
+    try:
+        text = checksums.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{fn}: '{checksums}' is not a text file of sha256sum lines") from None
     expected = {}
-    for number, line in enumerate(checksums.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         digest, _, name = line.partition(" ")
@@ -1039,10 +1106,11 @@ def statistics(root: str | os.PathLike | None = None) -> dict:
         with :func:`area_ranges`), ``crowd`` (count), ``pixel_shares`` (background, each
         category, void: shares of all label pixels).
     """
-    root = default_root() if root is None else Path(root)
+    fn = "statistics"
+    root = default_root() if root is None else _check_root(fn, "root", root)
     meta = _read_meta(root)
     if meta is None or meta.get("complete") is not True:
-        raise FileNotFoundError(f"statistics: no complete shapes data set at '{root}'")
+        raise FileNotFoundError(f"{fn}: no complete shapes data set at '{root}'")
     ranges = area_ranges(meta["arguments"]["image_size"])
     result = dict(arguments=meta["arguments"])
     for split in SPLITS:
@@ -1057,7 +1125,12 @@ def _split_statistics(split_dir: Path, coco: dict, ranges: dict) -> dict:
     areas = np.asarray([a["area"] for a in single], float)
     pixels = np.zeros(256, np.int64)
     for image in coco["images"]:
-        label = np.asarray(Image.open(split_dir / image["file_name"].replace("images/", "labels/")))
+        path = split_dir / image["file_name"].replace("images/", "labels/")
+        try:
+            with Image.open(path) as opened:
+                label = np.asarray(opened)
+        except OSError as error:  # missing, truncated or not an image: name the file
+            raise OSError(f"statistics: cannot read the label image {path}: {error}") from error
         pixels += np.bincount(label.ravel(), minlength=256)
     total = max(int(pixels.sum()), 1)
     shares = dict(background=pixels[0] / total)

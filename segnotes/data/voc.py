@@ -120,8 +120,8 @@ class _VOCBase(Dataset):
         for kind, mask_size in masks.items():
             if tuple(mask_size) != tuple(size):
                 raise ValueError(
-                    f"{type(self).__name__}: mask {self._mask_path(kind, index)} is {mask_size[0]} x {mask_size[1]} "
-                    f"pixels but its image {self.images[index]} is {size[0]} x {size[1]}"
+                    f"{type(self).__name__}: label {self._mask_path(kind, index)} is {mask_size[0]} x {mask_size[1]} "
+                    f"pixels (H x W), but its image is {size[0]} x {size[1]} ({self.images[index]})"
                 )
 
     def check_files(self) -> None:
@@ -138,7 +138,7 @@ class _VOCBase(Dataset):
     def _read(self, index: int) -> tuple[Tensor, dict]:
         fn = type(self).__name__
         image = load_rgb(self.images[index], fn)
-        masks = {kind: _load_label(fn, self._mask_path(kind, index)) for kind in self._masks}
+        masks = {kind: _load_label(fn, self._mask_path(kind, index), None) for kind in self._masks}
         self._check_sizes(index, tuple(image.shape[1:]), {k: tuple(m.shape) for k, m in masks.items()})
         return image, masks
 
@@ -147,7 +147,7 @@ class _VOCBase(Dataset):
         fn = type(self).__name__
         values: set[int] = set()
         for index in range(len(self)):
-            values |= set(np.unique(_load_label(fn, self._mask_path("SegmentationClass", index)).numpy()).tolist())
+            values |= set(np.unique(_load_label(fn, self._mask_path("SegmentationClass", index), None).numpy()).tolist())
         return values - {0, 255}
 
 
@@ -227,12 +227,12 @@ class VOCInstances(_VOCBase):
 
     def _read_masks(self, index: int) -> tuple[tuple[int, int], dict]:
         fn = type(self).__name__
-        masks = {kind: _load_label(fn, self._mask_path(kind, index)) for kind in self._masks}
+        masks = {kind: _load_label(fn, self._mask_path(kind, index), None) for kind in self._masks}
         shapes = {k: tuple(m.shape) for k, m in masks.items()}
         if shapes["SegmentationClass"] != shapes["SegmentationObject"]:
             (h1, w1), (h2, w2) = shapes["SegmentationObject"], shapes["SegmentationClass"]
-            raise ValueError(f"{fn}: mask {self._mask_path('SegmentationObject', index)} is {h1} x {w1} pixels but "
-                             f"{self._mask_path('SegmentationClass', index)} is {h2} x {w2}")
+            raise ValueError(f"{fn}: label {self._mask_path('SegmentationObject', index)} is {h1} x {w1} pixels (H x W), "
+                             f"but {self._mask_path('SegmentationClass', index)} is {h2} x {w2}")
         return shapes["SegmentationClass"], masks
 
     def _objects(self, index: int, masks: dict) -> list[tuple[int, Tensor]]:

@@ -1,8 +1,15 @@
 """Checkpoints that survive crashes and load safely.
 
 * :func:`save_checkpoint` writes to a temporary file in the target's folder, flushes and fsyncs
-  it, then renames it over the target with ``os.replace`` (atomic on POSIX and Windows): a crash
-  mid-save leaves the previous checkpoint intact, never a half-written one.
+  it, reads it back as :func:`load_checkpoint` will (so a state that could not be loaded, e.g.
+  a ``Path`` in ``meta``, is refused now rather than found out later), then renames it over the
+  target with ``os.replace`` (atomic on POSIX and Windows): a crash mid-save leaves the previous
+  checkpoint intact, never a half-written one. The temporary files of saves that were killed are
+  removed by the next save to the same target.
+* Each checkpoint stores a SHA-256 of its contents (every tensor's bytes, dtype and shape, and
+  every other value); :func:`load_checkpoint` recomputes it, so bytes changed on disk are an
+  error, not silently different weights. Checkpoints written before the hash existed load as
+  they always did.
 * :func:`load_checkpoint` uses ``torch.load(weights_only=True)``, which unpickles only tensors
   and plain containers (no arbitrary code from a downloaded file), and turns a missing,
   truncated or corrupt file, or one made for another model, into an error naming the path.
@@ -11,9 +18,13 @@
 """
 from __future__ import annotations
 
+import glob
+import hashlib
+import io
 import os
 import random
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,6 +37,7 @@ __all__ = [
     "CheckpointError",
     "save_checkpoint",
     "load_checkpoint",
+    "state_sha256",
     "get_rng_state",
     "set_rng_state",
     "seeded_rng_state",
@@ -63,6 +75,14 @@ def save_checkpoint(path: str | os.PathLike, *, half: bool = False, **state) -> 
 
     Returns:
         Path: ``path``.
+
+    Raises:
+        TypeError: ``state`` holds a value that :func:`load_checkpoint` could not read back (e.g.
+            a ``pathlib.Path`` or a NumPy array in ``meta``); the message says where. Nothing
+            is written then, and an older checkpoint at ``path`` is kept.
+
+    The file also holds ``state_sha256`` (see :func:`state_sha256`), which :func:`load_checkpoint`
+    checks and removes.
     """
     fn = "save_checkpoint"
     path = _check_path(fn, path)
@@ -70,14 +90,18 @@ def save_checkpoint(path: str | os.PathLike, *, half: bool = False, **state) -> 
         if not isinstance(state.get("model"), Mapping):
             raise ValueError(f"{fn}: half=True needs a model state dict under the key 'model', got keys {sorted(state)}")
         state = {**state, "model": _to_half(state["model"]), "half_precision": True}
+    state = {**state, _HASH_KEY: state_sha256(state)}
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(path)
     # The temporary file must be in the same folder: os.replace is atomic only within a file system.
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Its name holds this process's id, so that a later save can tell an orphan from a live save.
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
+        _check_loadable(fn, tmp_name, state)
         # mkstemp creates the file as 0600; give it the permissions an ordinary open() would.
         umask = os.umask(0)
         os.umask(umask)
@@ -89,6 +113,115 @@ def save_checkpoint(path: str | os.PathLike, *, half: bool = False, **state) -> 
         raise
     _fsync_folder(path.parent)
     return path
+
+
+# The key under which a checkpoint stores state_sha256 of the rest (removed by load_checkpoint).
+_HASH_KEY = "state_sha256"
+# A temporary file older than this is an orphan even if its process id is in use again.
+_ORPHAN_AGE_S = 24 * 3600
+
+
+def state_sha256(state) -> str:
+    """SHA-256 of a checkpoint state: every tensor's dtype, shape and bytes, and every other value.
+
+    Walks dicts (in their order), lists and tuples; the same state loaded back from a file gives
+    the same digest (pickle keeps dict order, tuple and list types, and floats exactly).
+    """
+    digest = hashlib.sha256()
+
+    def walk(obj) -> None:
+        if isinstance(obj, torch.Tensor):
+            data = obj.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"T{data.dtype}{tuple(obj.shape)}".encode())
+            digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+        elif isinstance(obj, Mapping):
+            digest.update(f"D{len(obj)}".encode())
+            for key, value in obj.items():
+                digest.update(f"K{type(key).__name__}:{key!r}".encode())
+                walk(value)
+        elif isinstance(obj, (list, tuple)):
+            digest.update(f"{type(obj).__name__}{len(obj)}".encode())
+            for value in obj:
+                walk(value)
+        else:
+            digest.update(f"V{type(obj).__name__}:{obj!r}".encode())
+
+    walk(state)
+    return digest.hexdigest()
+
+
+def _check_loadable(fn: str, tmp_name: str, state: Mapping) -> None:
+    """Read the written file back with ``weights_only=True``, as load_checkpoint will; refuse what fails.
+
+    ``mmap=True`` maps the tensors' bytes instead of reading them, so this costs about what
+    unpickling the non-tensor part does.
+    """
+    try:
+        loaded = torch.load(tmp_name, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        where, what = _first_unloadable(state)
+        raise TypeError(
+            f"{fn}: {where} is {what}, which load_checkpoint could not read back (it loads with "
+            "torch.load(weights_only=True): tensors, numbers, strings, None, and lists, tuples and dicts of them); "
+            f"store it as one of those (e.g. a path as str). Nothing was written. ({type(err).__name__}: {err})"
+        ) from None
+    del loaded
+
+
+def _first_unloadable(state, where: str = "state") -> tuple[str, str]:
+    """Where the first value that ``weights_only=True`` refuses sits in ``state``, and what it is."""
+    plain = (str, bytes, int, float, complex, bool, type(None), torch.Tensor, torch.dtype, torch.device, torch.Size)
+    if type(state) in (dict, list, tuple) or type(state).__name__ == "OrderedDict":
+        items = state.items() if isinstance(state, Mapping) else enumerate(state)
+        for key, value in items:
+            found = _first_unloadable(value, f"{where}[{key!r}]")
+            if found[0]:
+                return found
+        return "", ""
+    if type(state) in plain or isinstance(state, torch.Tensor):
+        return "", ""
+    buffer = io.BytesIO()
+    try:
+        torch.save(state, buffer)
+        buffer.seek(0)
+        torch.load(buffer, weights_only=True)
+    except Exception:
+        return where, f"a {type(state).__module__}.{type(state).__qualname__}"
+    return "", ""
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete the temporary files that killed saves to ``path`` left behind.
+
+    A temporary file is ``.<name>.<pid>.<random>.tmp``: it is an orphan when no process with
+    that id runs, when it is older than a day, or when it has the name of an older version
+    (``.<name>.<random>.tmp``, no id). A live save's file (its process runs) is left alone.
+    """
+    prefix = f".{path.name}."
+    for name in glob.glob(glob.escape(str(path.parent / prefix)) + "*.tmp"):
+        middle = os.path.basename(name)[len(prefix):-len(".tmp")]
+        pid = middle.split(".")[0] if "." in middle else ""
+        try:
+            old = time.time() - os.path.getmtime(name) > _ORPHAN_AGE_S
+            if old or not pid.isdigit() or not _process_alive(int(pid)):
+                os.unlink(name)
+        except OSError:  # gone already (another save cleaned it), or not ours to delete
+            pass
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process with id ``pid`` runs (POSIX); on Windows assume it does (age decides)."""
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would send it CTRL_C_EVENT there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -122,7 +255,8 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        CheckpointError: the file is truncated, corrupt or not a checkpoint.
+        CheckpointError: the file is truncated, corrupt or not a checkpoint, or its contents do not
+            match the SHA-256 stored when it was saved.
         ValueError: ``meta`` lacks a key of ``expect`` or has another value.
     """
     fn = "load_checkpoint"
@@ -138,6 +272,13 @@ def load_checkpoint(
         ) from err
     if not isinstance(state, dict):
         raise CheckpointError(f"{fn}: {path} holds a {type(state).__name__}, not a checkpoint dict")
+    stored_hash = state.pop(_HASH_KEY, None)  # absent from checkpoints written before it existed
+    if stored_hash is not None and stored_hash != state_sha256(state):
+        raise CheckpointError(
+            f"{fn}: the checkpoint {path} does not match the SHA-256 of its contents stored when it was saved: "
+            "its bytes changed on disk (corrupt copy or storage?). Delete it and rerun the training that makes it, "
+            "or copy it again."
+        )
     if state.pop("half_precision", False):
         state["model"] = _to_float(state["model"])
     if expect:

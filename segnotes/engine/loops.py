@@ -38,12 +38,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .._checks import check_choice, check_int, check_positive, check_tensor, describe
+from .._checks import check_choice, check_int, check_positive, check_range, check_tensor, describe
 from ..metrics.confusion import ConfusionMatrix
 from ..utils import model_device
 from . import distributed
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, seeded_rng_state, set_rng_state
-from .schedule import OPTIMIZERS, SCHEDULES, LRSchedule, make_optimizer
+from .schedule import OPTIMIZERS, SCHEDULES, LRSchedule, check_schedule_factors, make_optimizer
 
 __all__ = [
     "TrainConfig",
@@ -274,9 +274,36 @@ class TrainConfig:
         check_choice(fn, "schedule", self.schedule, SCHEDULES)
         check_choice(fn, "amp_dtype", self.amp_dtype, list(_AMP_DTYPES))
         check_positive(fn, "lr", self.lr)
+        check_range(fn, "momentum", self.momentum, 0, 1, open_high=True)
+        check_positive(fn, "weight_decay", self.weight_decay, allow_zero=True)
+        check_positive(fn, "bias_lr_factor", self.bias_lr_factor)
+        check_schedule_factors(fn, self.warmup_factor, self.power, self.gamma, self.min_factor)
         if self.grad_clip is not None:
             check_positive(fn, "grad_clip", self.grad_clip)
         self.milestones = tuple(self.milestones)
+
+
+# TrainConfig fields a resumed run may change: they decide how often to log, evaluate and save,
+# and how many processes load the data, not what the run computes. Every other field must match
+# the checkpoint's: another batch_size changes the steps per epoch (the epoch being resumed might
+# never end), another optimizer cannot read the saved optimizer state, another lr, schedule or
+# seed makes the run neither the interrupted one nor a fresh one.
+_RESUMABLE_CHANGES = frozenset({"num_workers", "log_every", "eval_every", "checkpoint_every"})
+
+
+def _config_differences(stored: Mapping, config: TrainConfig) -> list[str]:
+    """``"field=stored there, current now"`` for each field that a resumed run must not change."""
+    current = dataclasses.asdict(config)
+    differ = []
+    for name in sorted(set(stored) | set(current)):
+        if name in _RESUMABLE_CHANGES:
+            continue
+        have, want = stored.get(name), current.get(name)
+        if isinstance(have, (list, tuple)) and isinstance(want, (list, tuple)):
+            have, want = list(have), list(want)  # milestones: a tuple saved, either read back
+        if have != want:
+            differ.append(f"{name}={stored.get(name)!r} there, {current.get(name)!r} now")
+    return differ
 
 
 def _default_meta(model: nn.Module) -> dict:
@@ -467,7 +494,16 @@ class Trainer:
             while self.epoch < self.config.epochs:
                 if stop_at_step is not None and self.step >= stop_at_step:
                     break
+                position = (self.epoch, self.step)
                 self._train_epoch(stop_at_step)
+                if (self.epoch, self.step) == position:
+                    # An epoch that trains nothing would repeat forever (e.g. a sampler_fn that
+                    # gives fewer samples than the steps already taken in this epoch).
+                    raise RuntimeError(
+                        f"Trainer.fit: epoch {self.epoch} has no batch left after step {self.step_in_epoch} of it: "
+                        f"its order holds {len(self.sampler_fn(self.epoch))} samples at batch_size="
+                        f"{self.config.batch_size}"
+                    )
         if self.checkpoint_path is not None:
             self.save()
         return self.history
@@ -644,6 +680,7 @@ class Trainer:
         return {
             "model": _unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "optimizer_class": type(self.optimizer).__name__,
             "scaler": self.scaler.state_dict(),
             "schedule": dataclasses.asdict(self.schedule),
             "step": self.step,
@@ -659,14 +696,37 @@ class Trainer:
         }
 
     def load_state_dict(self, state: Mapping) -> None:
-        """Restore what :meth:`state_dict` returned (written by as many processes as there are now)."""
+        """Restore what :meth:`state_dict` returned.
+
+        Raises:
+            ValueError: the state was saved with a :class:`TrainConfig` that differs in a field
+                that decides what the run computes (all but ``num_workers``, ``log_every``,
+                ``eval_every`` and ``checkpoint_every``), or with another optimizer class, or by
+                another number of processes (torchrun); the message names what differs.
+        """
+        self._check_resumable("Trainer.load_state_dict", "the state", state)
+        self._restore(state)
+
+    def _check_resumable(self, fn: str, where: str, state: Mapping) -> None:
+        """Refuse a state saved with settings this run does not share (see :meth:`load_state_dict`)."""
         written_by = state.get("world_size", 1)
         if written_by != distributed.world_size():
             raise ValueError(
-                f"Trainer.load_state_dict: the checkpoint was written by {written_by} process(es) and this run has "
-                f"{distributed.world_size()}; resume it with torchrun --nproc_per_node={written_by} "
-                "(the data shards and generator states depend on the number)"
+                f"{fn}: {where} was written by {written_by} process(es) and this run has {distributed.world_size()}; "
+                f"resume it with torchrun --nproc_per_node={written_by} (the data shards and generator states depend "
+                "on the number)"
             )
+        differ = _config_differences(state["config"], self.config) if "config" in state else []
+        saved_optimizer = state.get("optimizer_class")
+        if saved_optimizer is not None and saved_optimizer != type(self.optimizer).__name__:
+            differ.append(f"optimizer class {saved_optimizer} there, {type(self.optimizer).__name__} now")
+        if differ:
+            raise ValueError(
+                f"{fn}: {where} was saved by a run with other settings ({'; '.join(differ)}); a run resumes only "
+                "with the settings it started with: restore them, or start afresh with another checkpoint_path"
+            )
+
+    def _restore(self, state: Mapping) -> None:
         _unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
@@ -694,7 +754,9 @@ class Trainer:
     def load(self, path: str | os.PathLike | None = None) -> None:
         """Load a checkpoint written by :meth:`save`; its meta must match :attr:`meta`."""
         path = self._path("Trainer.load", path)
-        self.load_state_dict(load_checkpoint(path, map_location=self.device, expect=self.meta))
+        state = load_checkpoint(path, map_location=self.device, expect=self.meta)
+        self._check_resumable("Trainer.load", f"checkpoint {path}", state)
+        self._restore(state)
 
     def _path(self, fn: str, path) -> Path:
         if path is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_int, check_positive
+from .._checks import check_choice, check_int, check_positive, check_range
 
 __all__ = ["SCHEDULES", "OPTIMIZERS", "lr_factor", "LRSchedule", "make_scheduler", "make_optimizer"]
 
@@ -75,6 +75,14 @@ def lr_factor(
     return main
 
 
+def check_schedule_factors(fn: str, warmup_factor, power, gamma, min_factor) -> None:
+    """The float settings of :func:`lr_factor`: finite, and factors in [0, 1] (NaN would give NaN rates)."""
+    check_range(fn, "warmup_factor", warmup_factor, 0, 1)
+    check_positive(fn, "power", power, allow_zero=True)
+    check_positive(fn, "gamma", gamma)
+    check_range(fn, "min_factor", min_factor, 0, 1)
+
+
 @dataclass
 class LRSchedule:
     """:func:`lr_factor` with fixed settings, as a callable for ``LambdaLR``.
@@ -95,6 +103,7 @@ class LRSchedule:
         check_choice("LRSchedule", "schedule", self.schedule, SCHEDULES)
         check_int("LRSchedule", "total_steps", self.total_steps, minimum=1)
         check_int("LRSchedule", "warmup_steps", self.warmup_steps, minimum=0)
+        check_schedule_factors("LRSchedule", self.warmup_factor, self.power, self.gamma, self.min_factor)
 
     def __call__(self, step: int) -> float:
         return lr_factor(
@@ -149,6 +158,7 @@ def make_optimizer(
     check_positive(fn, "lr", lr)
     check_positive(fn, "weight_decay", weight_decay, allow_zero=True)
     check_positive(fn, "bias_lr_factor", bias_lr_factor)
+    check_range(fn, "momentum", momentum, 0, 1, open_high=True)
     weights, biases = [], []
     for param in model.parameters():
         if param.requires_grad:

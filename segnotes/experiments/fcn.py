@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .._checks import check_choice, check_int, check_positive, check_tensor, describe
+from .._checks import check_choice, check_int, check_positive, check_range, check_tensor, describe
 from ..engine import TrainConfig, Trainer, semantic_loss
 from ..metrics import ConfusionMatrix
 from ..models import FCN, fcn
@@ -157,6 +157,11 @@ class FCNRecipe:
         check_int(fn, "warmup_steps", self.warmup_steps, minimum=0)
         check_int(fn, "stage_warmup_steps", self.stage_warmup_steps, minimum=0)
         check_choice(fn, "optimizer", self.optimizer, ("adamw", "sgd"))
+        check_positive(fn, "base_lr", self.base_lr)
+        check_positive(fn, "stage_lr", self.stage_lr)
+        check_range(fn, "momentum", self.momentum, 0, 1, open_high=True)
+        check_positive(fn, "weight_decay", self.weight_decay, allow_zero=True)
+        check_positive(fn, "power", self.power, allow_zero=True)
         if not self.seeds:
             raise ValueError(f"{fn}: seeds must hold at least one seed, got {self.seeds!r}")
         for seed in self.seeds:
@@ -173,7 +178,7 @@ class FCNRecipe:
                 check_int(fn, name, getattr(self, name), minimum=1)
         for width in self.boundary_widths:
             check_int(fn, "boundary_widths[i]", width, minimum=1)
-        if self.patch_fraction is not None and not (0 < self.patch_fraction < 1):
+        if self.patch_fraction is not None and not (0 < self.patch_fraction < 1):  # False for NaN too
             raise ValueError(f"{fn}: patch_fraction must be in (0, 1) or None, got {self.patch_fraction!r}")
         if self.crop is not None and self.crop > self.image_size:
             raise ValueError(f"{fn}: crop must be at most image_size {self.image_size}, got {self.crop}")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from .._checks import check_choice, check_int, describe
+from .._checks import check_choice, check_int, check_positive, check_range, describe
 from .detection import (
     AP_KEYS,
     box_and_mask_ap,
@@ -118,6 +118,11 @@ class MaskRCNNRecipe:
         for name in ("num_classes", "batch_size", "epochs", "monitor_images", "checkpoint_every"):
             check_int(fn, name, getattr(self, name), minimum=1)
         check_int(fn, "warmup_steps", self.warmup_steps, minimum=0)
+        check_positive(fn, "lr", self.lr)
+        check_positive(fn, "weight_decay", self.weight_decay, allow_zero=True)
+        check_range(fn, "min_lr_factor", self.min_lr_factor, 0, 1)
+        if self.grad_clip is not None:
+            check_positive(fn, "grad_clip", self.grad_clip)
         if not self.seeds:
             raise ValueError(f"{fn}: seeds must hold at least one seed, got {self.seeds!r}")
         if self.ablation_seeds is not None:

@@ -35,6 +35,7 @@ import contextlib
 import copy
 import io
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ import pycocotools.mask as mask_utils
 import torch
 from torch import Tensor
 
-from .._checks import check_choice, check_int, describe
+from .._checks import check_choice, check_finite, check_int, describe
 
 __all__ = [
     "COCO_AREA_RANGES",
@@ -54,6 +55,8 @@ __all__ = [
     "RECALL_THRESHOLDS",
     "average_precision",
     "coco_evaluate",
+    "greedy_match",
+    "interpolated_precision",
     "decode_segmentation",
     "encode_masks",
     "detections_from_predictions",
@@ -141,19 +144,171 @@ def _require(fn: str, where: str, item, keys: Sequence[str]) -> None:
             raise ValueError(f"{fn}: {where} is missing the key {key!r}, got keys {sorted(item)}")
 
 
-def _to_rle(fn: str, where: str, segmentation, size: tuple[int, int]) -> dict:
-    """Compressed RLE from a polygon list, an uncompressed RLE or a compressed RLE (as COCO.annToRLE)."""
+def _to_rle(fn: str, where: str, segmentation, size: tuple[int, int], *, check_compressed: bool = True) -> dict:
+    """Compressed RLE from a polygon list, an uncompressed RLE or a compressed RLE (as COCO.annToRLE).
+
+    Every form is checked first (see :func:`_check_polygons`, :func:`_check_rle_size_and_counts`):
+    pycocotools trusts its input, and a run-length list that does not add up to the image makes
+    its C code read and write past its buffers (garbage masks, or a hang in ``iou``).
+    ``check_compressed=False`` leaves compressed RLEs to a caller that checks many at once.
+    """
     height, width = size
     if isinstance(segmentation, list):  # polygons: one object may have several parts
+        _check_polygons(fn, f"{where}['segmentation']", segmentation)
         return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
     if isinstance(segmentation, Mapping) and "counts" in segmentation and "size" in segmentation:
         if isinstance(segmentation["counts"], list):  # uncompressed RLE
+            _check_uncompressed_rle(fn, f"{where}['segmentation']", segmentation)
             return mask_utils.frPyObjects(segmentation, height, width)
+        if check_compressed:
+            _check_compressed_rles(fn, [f"{where}['segmentation']"], [segmentation])
         return segmentation
     raise ValueError(
         f"{fn}: {where}['segmentation'] must be polygons (list) or RLE (dict with counts and size), "
         f"got {describe(segmentation)}"
     )
+
+
+def _check_polygons(fn: str, what: str, polygons: list) -> None:
+    """Polygons: a non-empty list of lists of finite numbers ``x1, y1, x2, y2, ...``, 3 points or more.
+
+    ``what`` names them in errors. pycocotools reads a polygon of 4 numbers as a box, and fails on
+    fewer without naming anything.
+    """
+    if not polygons:
+        raise ValueError(f"{fn}: {what} must hold at least one polygon, got an empty list")
+    for j, polygon in enumerate(polygons):
+        if not isinstance(polygon, (list, tuple)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in polygon
+        ):
+            raise ValueError(
+                f"{fn}: {what}[{j}] must be a polygon, a list of numbers x1, y1, x2, y2, ..., "
+                f"got {describe(polygon)}"
+            )
+        if len(polygon) < 6 or len(polygon) % 2:
+            raise ValueError(
+                f"{fn}: {what}[{j}] must be a polygon of at least 3 points (an even number of "
+                f"coordinates, 6 or more), got {len(polygon)} numbers"
+            )
+        if not np.isfinite(np.asarray(polygon, dtype=np.float64)).all():
+            raise ValueError(f"{fn}: {what}[{j}] must hold finite coordinates, got {list(polygon)}")
+
+
+def _rle_size(fn: str, what: str, rle: Mapping) -> tuple[int, int]:
+    """The ``size`` [height, width] of an RLE: two non-negative ints."""
+    size = rle["size"]
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in size)):
+        raise ValueError(f"{fn}: {what}['size'] must be [height, width], two ints >= 0, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _check_uncompressed_rle(fn: str, what: str, rle: Mapping) -> None:
+    """Uncompressed RLE: ``counts`` a list of ints >= 0 that add up to height * width."""
+    height, width = _rle_size(fn, what, rle)
+    counts = rle["counts"]
+    if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in counts):
+        raise ValueError(f"{fn}: {what}['counts'] must be a list of ints (run lengths)")
+    _check_runs(fn, what, np.asarray(counts, dtype=np.float64), height, width)
+
+
+def _check_runs(fn: str, what: str, runs: np.ndarray, height: int, width: int) -> None:
+    if runs.size and runs.min() < 0:
+        raise ValueError(f"{fn}: {what} has a negative run length {int(runs.min())}")
+    total = runs.sum()
+    if total != height * width:
+        raise ValueError(
+            f"{fn}: {what} run lengths add up to {int(total)}, not height * width = "
+            f"{height} * {width} = {height * width}"
+        )
+
+
+# Characters per value in a compressed RLE: 5 bits each. The encoder needs 6 for any run of an
+# image under 2**29 pixels; longer groups would overflow pycocotools' shifts.
+_RLE_MAX_CHARS = 6
+
+
+def _check_compressed_rles(fn: str, whats: Sequence[str], rles: Sequence[Mapping]) -> None:
+    """Check compressed RLEs (``counts`` a str or bytes): well-formed, runs >= 0 adding up to height * width.
+
+    ``whats`` name each RLE in the error. All strings are decoded at once (see
+    :func:`_decode_rle_strings`).
+    """
+    if not rles:
+        return
+    sizes = [_rle_size(fn, what, rle) for what, rle in zip(whats, rles)]
+    texts = [rle["counts"].encode("ascii", "replace") if isinstance(rle["counts"], str) else bytes(rle["counts"])
+             for rle in rles]
+    runs, owner, malformed = _decode_rle_strings(texts)
+    totals = np.bincount(owner, weights=runs.astype(np.float64), minlength=len(texts))
+    lowest = np.full(len(texts), np.inf)
+    np.minimum.at(lowest, owner, runs.astype(np.float64))
+    area = np.asarray([height * width for height, width in sizes], dtype=np.float64)
+    wrong = np.flatnonzero(malformed | (lowest < 0) | (totals != area))
+    if wrong.size == 0:
+        return
+    i = wrong[0]
+    what, (height, width) = whats[i], sizes[i]
+    if malformed[i]:
+        raise ValueError(
+            f"{fn}: {what}['counts'] is not a compressed RLE string (characters '0' to 'o', "
+            f"each value at most {_RLE_MAX_CHARS} characters, the last one complete)"
+        )
+    if lowest[i] < 0:
+        raise ValueError(f"{fn}: {what} has a negative run length {int(lowest[i])}")
+    raise ValueError(
+        f"{fn}: {what} run lengths add up to {int(totals[i])}, not height * width = "
+        f"{height} * {width} = {height * width}"
+    )
+
+
+def _decode_rle_strings(texts: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of compressed RLE strings, read as pycocotools' ``rleFrString`` reads them, with NumPy.
+
+    Each character is ``48 + 6 bits``: 5 bits of value (least significant first), bit 0x20
+    "more characters follow", and in the last character of a value bit 0x10 its sign. From the
+    fourth value on, each is stored as the difference from the value two places before it.
+
+    Returns:
+        runs (ndarray[V], int64): every string's runs, string after string.
+        owner (ndarray[V], int64): the string each run belongs to.
+        malformed (ndarray[S], bool): a character outside '0'..'o', a value longer than
+            ``_RLE_MAX_CHARS`` characters, or a last value cut short.
+    """
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    chars = np.frombuffer(b"".join(texts), dtype=np.uint8).astype(np.int64) - 48  # [C]
+    char_owner = np.repeat(np.arange(len(texts)), lengths)  # [C]
+    malformed = np.zeros(len(texts), dtype=bool)
+    if chars.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), malformed
+    malformed[char_owner[(chars < 0) | (chars > 63)]] = True
+    last_char = (np.cumsum(lengths) - 1)[lengths > 0]  # of each non-empty string
+    more = (chars & 0x20) != 0
+    malformed[lengths > 0] |= more[last_char]
+    ends = ~more
+    ends[last_char] = True  # a value never runs into the next string
+    value_of_char = np.cumsum(np.r_[0, ends[:-1]])  # [C]
+    value_start = np.flatnonzero(np.r_[True, ends[:-1]])  # [V], first char of each value
+    k = np.arange(chars.size) - value_start[value_of_char]  # position of each char in its value
+    malformed[char_owner[k >= _RLE_MAX_CHARS]] = True
+    k = np.minimum(k, _RLE_MAX_CHARS - 1)
+    value = np.bincount(value_of_char, weights=(chars & 0x1F) << (5 * k)).astype(np.int64)  # [V]
+    last = np.flatnonzero(ends)  # last char of each value
+    value -= np.where((chars[last] & 0x10) != 0, np.left_shift(1, 5 * (k[last] + 1)), 0)  # sign
+    owner = char_owner[last]  # [V]
+    # Undo the differences: runs m >= 3 hold run[m] - run[m - 2], so odd runs, and even runs from
+    # the third on, are each a running sum within their string.
+    first_of_string = np.r_[0, np.cumsum(np.bincount(owner, minlength=len(texts)))[:-1]]
+    m = np.arange(value.size) - first_of_string[owner]  # index of each value within its string
+    runs = value.copy()
+    for chain in (np.flatnonzero(m % 2 == 1), np.flatnonzero((m >= 2) & (m % 2 == 0))):
+        if chain.size:
+            running = np.cumsum(value[chain])
+            new_string = np.r_[True, owner[chain][1:] != owner[chain][:-1]]
+            # Subtract what the running sum held before each string's first value in the chain.
+            first = np.maximum.accumulate(np.where(new_string, np.arange(chain.size), 0))
+            runs[chain] = running - (running - value[chain])[first]
+    return runs, owner, malformed
 
 
 def encode_masks(masks) -> list[dict]:
@@ -198,8 +353,20 @@ def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
 
     Returns:
         ndarray[height, width] (bool)
+
+    Raises:
+        ValueError: malformed polygons or RLE (e.g. run lengths that do not add up to
+            height * width, which pycocotools would decode into garbage), or an RLE of another size.
     """
-    rle = dict(_to_rle("decode_segmentation", "annotation", segmentation, (height, width)))
+    fn = "decode_segmentation"
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{fn}: {name} must be an int >= 0, got {describe(value)}")
+    if isinstance(segmentation, Mapping) and "size" in segmentation and "counts" in segmentation:
+        if tuple(_rle_size(fn, "annotation['segmentation']", segmentation)) != (height, width):
+            raise ValueError(f"{fn}: the RLE has size {list(segmentation['size'])}, not [height, width] = "
+                             f"[{height}, {width}]")
+    rle = dict(_to_rle(fn, "annotation", segmentation, (int(height), int(width))))
     if isinstance(rle["counts"], str):
         rle["counts"] = rle["counts"].encode("ascii")
     return mask_utils.decode(rle).astype(bool)
@@ -222,6 +389,7 @@ def _load_ground_truth(fn: str, coco_gt, iou_type: str) -> _GroundTruth:
 
     region_key = "segmentation" if iou_type == "segm" else "bbox"
     rows, regions = [], []
+    compressed = ([], [])  # (where, RLE) of the compressed RLEs, checked at once below
     for i, ann in enumerate(dataset.get("annotations", [])):
         where = f"coco_gt['annotations'][{i}]"
         _require(fn, where, ann, ("id", "image_id", "category_id", "area", region_key))
@@ -230,12 +398,16 @@ def _load_ground_truth(fn: str, coco_gt, iou_type: str) -> _GroundTruth:
             continue
         if iou_type == "segm":
             size = _image_size(fn, image_sizes, ann["image_id"], where)
-            regions.append(_to_rle(fn, where, ann["segmentation"], size))
+            regions.append(_to_rle(fn, where, ann["segmentation"], size, check_compressed=False))
+            if regions[-1] is ann["segmentation"]:
+                compressed[0].append(f"{where}['segmentation']")
+                compressed[1].append(regions[-1])
         else:
-            regions.append(ann["bbox"])
+            regions.append(_check_box(fn, f"{where}['bbox']", ann["bbox"]))
         # Missing iscrowd means an ordinary object (COCOeval would raise a KeyError).
         rows.append((image_position[ann["image_id"]], category_position[ann["category_id"]], ann["id"],
                      ann["area"], bool(ann.get("iscrowd", 0))))
+    _check_compressed_rles(fn, *compressed)
     columns = list(zip(*rows)) if rows else [[]] * 5
     objects = _Instances(
         image_index=np.asarray(columns[0], dtype=np.int64),
@@ -246,6 +418,18 @@ def _load_ground_truth(fn: str, coco_gt, iou_type: str) -> _GroundTruth:
         regions=regions if iou_type == "segm" else np.asarray(regions, dtype=np.float64).reshape(-1, 4),
     )
     return _GroundTruth(image_ids, image_sizes, category_ids, objects)
+
+
+def _check_box(fn: str, what: str, box) -> list:
+    """A ground-truth ``bbox`` (``what`` names it): [x, y, width, height], four finite numbers, width and height >= 0."""
+    if (not isinstance(box, (list, tuple)) or len(box) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+            or not all(math.isfinite(v) for v in box) or box[2] < 0 or box[3] < 0):
+        raise ValueError(
+            f"{fn}: {what} must be [x, y, width, height], four finite numbers with width and height >= 0, "
+            f"got {box!r}"
+        )
+    return box
 
 
 def _image_size(fn: str, image_sizes: dict, image_id, where: str) -> tuple[int, int]:
@@ -297,6 +481,9 @@ def _load_detections(fn: str, detections, gt: _GroundTruth, iou_type: str) -> _I
         raise TypeError(f"{fn}: detections' score values must be numbers") from None
     if score.shape[0] != len(detections):
         raise TypeError(f"{fn}: each of detections' score values must be a single number")
+    if not np.isfinite(score).all():
+        i = np.flatnonzero(~np.isfinite(score))[0]
+        raise ValueError(f"{fn}: detections[{i}]['score'] must be a finite number, got {score[i]}")
 
     if len(detections) == 0:
         regions = [] if iou_type == "segm" else np.zeros((0, 4))
@@ -338,11 +525,15 @@ def _detection_masks(fn: str, detections: Sequence, gt: _GroundTruth, iou_type: 
     """Compressed RLE of each detection; polygons and uncompressed RLE are converted."""
     masks = _column(fn, detections, "segmentation", hint=(
         "iou_type='segm' needs masks" if iou_type == "segm" else "without a 'bbox' it is the box's source"))
+    compressed = []
     for i, segmentation in enumerate(masks):
         if not _is_compressed_rle(segmentation):
             where = f"detections[{i}]"
             image_size = _image_size(fn, gt.image_sizes, detections[i]["image_id"], where)
             masks[i] = _to_rle(fn, where, segmentation, image_size)
+        else:
+            compressed.append(i)
+    _check_compressed_rles(fn, [f"detections[{i}]['segmentation']" for i in compressed], [masks[i] for i in compressed])
     return masks
 
 
@@ -357,9 +548,14 @@ def _detection_boxes(fn: str, detections: Sequence, segmentations: list | None) 
         boxes = [d["bbox"] if "bbox" in d else mask_utils.toBbox(segmentations[i]).tolist()
                  for i, d in enumerate(detections)]
     try:
-        return np.asarray(boxes, dtype=np.float64).reshape(len(detections), 4)
-    except ValueError:
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(len(detections), 4)
+    except (TypeError, ValueError):
         raise ValueError(f"{fn}: each detection's 'bbox' must be [x, y, width, height]") from None
+    bad = np.flatnonzero(~np.isfinite(boxes).all(axis=1) | (boxes[:, 2] < 0) | (boxes[:, 3] < 0))
+    if bad.size:
+        raise ValueError(f"{fn}: detections[{bad[0]}]['bbox'] must be [x, y, width, height], finite with width and "
+                         f"height >= 0, got {boxes[bad[0]].tolist()}")
+    return boxes
 
 
 def _check_options(fn: str, iou_type: str, area_ranges, max_dets: int) -> dict:
@@ -379,6 +575,8 @@ def _check_options(fn: str, iou_type: str, area_ranges, max_dets: int) -> dict:
             raise ValueError(
                 f"{fn}: area_ranges[{name!r}] must be a pair (low, high) of numbers, got {describe(bounds)}"
             )
+        if math.isnan(bounds[0]) or math.isnan(bounds[1]):  # inf is fine (an open-ended range); NaN is no bound
+            raise ValueError(f"{fn}: area_ranges[{name!r}] must be numbers, not NaN, got {tuple(bounds)}")
         if bounds[0] > bounds[1]:
             raise ValueError(f"{fn}: area_ranges[{name!r}] must have low <= high, got {tuple(bounds)}")
         ranges[name] = (bounds[0], bounds[1])
@@ -395,10 +593,14 @@ def _outside(area: np.ndarray, area_ranges: np.ndarray) -> np.ndarray:
     return (area[None, :] < area_ranges[:, :1]) | (area[None, :] > area_ranges[:, 1:])
 
 
-def _greedy_match(
+def greedy_match(
     ious: np.ndarray, gt_ignore: np.ndarray, gt_crowd: np.ndarray, iou_thresholds: np.ndarray
 ) -> np.ndarray:
     """Match detections to ground truth in score order, at every area range and threshold at once.
+
+    COCO's matching step for one image and category, as :func:`average_precision` runs it: going down
+    the detections by score, each takes the free object it overlaps most, at or above the threshold,
+    preferring objects that are not ignored; a crowd region can be taken any number of times.
 
     Args:
         ious (ndarray[D, G], float64): detections sorted by decreasing score.
@@ -409,6 +611,7 @@ def _greedy_match(
     Returns:
         ndarray[A, T, D] (int64): index of the matched ground truth, -1 for none.
     """
+    _check_match_inputs(ious, gt_ignore, gt_crowd, iou_thresholds)
     num_dets, num_gts = ious.shape
     num_areas = gt_ignore.shape[0]
     thresholds = np.minimum(iou_thresholds, 1 - 1e-10)[:, None]  # (T, 1), as COCOeval
@@ -437,8 +640,17 @@ def _greedy_match(
     return matched
 
 
+def _check_match_inputs(ious, gt_ignore, gt_crowd, iou_thresholds) -> None:
+    """Shapes only (O(1)): greedy_match runs once per image and category inside average_precision."""
+    shapes = tuple(np.shape(x) for x in (ious, gt_ignore, gt_crowd, iou_thresholds))
+    if (len(shapes[0]) != 2 or len(shapes[1]) != 2 or shapes[1][1] != shapes[0][1]
+            or shapes[2] != shapes[0][1:] or len(shapes[3]) != 1):
+        raise ValueError(f"greedy_match: expected ious [D, G], gt_ignore [A, G], gt_crowd [G] and "
+                         f"iou_thresholds [T], got shapes {shapes}")
+
+
 def _match_unambiguous(ious: np.ndarray, gt_crowd: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """:func:`_greedy_match` when each detection reaches the lowest threshold with one object at most.
+    """:func:`greedy_match` when each detection reaches the lowest threshold with one object at most.
 
     Then nothing is chosen: each object goes to the first detection (by score) over the threshold,
     or, for a crowd region, to every such detection; area ranges and ignore flags play no part.
@@ -514,7 +726,7 @@ def _evaluate_images(fn: str, gt: _GroundTruth, dets: _Instances, area_ranges: n
                 f"has size {list(gt_regions[j]['size'])}"
             )
         best_iou[start:end] = ious.max(axis=1)
-        local = _greedy_match(ious, gt_ignore[:, g], objects.crowd[g], iou_thresholds)  # (A, T, D)
+        local = greedy_match(ious, gt_ignore[:, g], objects.crowd[g], iou_thresholds)  # (A, T, D)
         matched[:, :, start:end] = np.where(local >= 0, g[local.clip(min=0)], -1)
 
     # A detection matched to ignored ground truth is ignored; so is an unmatched one outside the range.
@@ -532,9 +744,14 @@ def _evaluate_images(fn: str, gt: _GroundTruth, dets: _Instances, area_ranges: n
 # ----------------------------------------------------------------------------------------------
 
 
-def _interpolated_precision(tp_sum: np.ndarray, fp_sum: np.ndarray, num_positives: np.ndarray,
-                            sorted_scores: np.ndarray, recall_thresholds: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Precision at each recall point, from running true/false positive counts.
+def interpolated_precision(tp_sum: np.ndarray, fp_sum: np.ndarray, num_positives: np.ndarray,
+                           sorted_scores: np.ndarray, recall_thresholds: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Precision at each recall point, from running true/false positive counts: COCO's 101-point
+    interpolation, as :func:`average_precision` computes it.
+
+    After each detection (by decreasing score) precision is TP / (TP + FP) and recall TP / positives; the
+    envelope makes precision non-increasing from the right (the best precision at this recall or any higher
+    one), and it is read at each recall threshold at the first detection whose recall reaches it.
 
     Args:
         tp_sum, fp_sum (ndarray[D, ...], float64): counts after each detection, by decreasing
@@ -548,6 +765,9 @@ def _interpolated_precision(tp_sum: np.ndarray, fp_sum: np.ndarray, num_positive
         (ndarray[..., R]: the score at which each recall point is reached); 0 past the highest
         recall reached.
     """
+    if tp_sum.shape != fp_sum.shape or tp_sum.shape[:1] != np.shape(sorted_scores):
+        raise ValueError(f"interpolated_precision: tp_sum and fp_sum must have one row per score, got shapes "
+                         f"{tp_sum.shape}, {fp_sum.shape} and {np.shape(sorted_scores)}")
     num_dets, curves = tp_sum.shape[0], tp_sum.shape[1:]
     recall = tp_sum / num_positives  # (D, ...)
     precision = tp_sum / (fp_sum + tp_sum + np.spacing(1))  # (D, ...)
@@ -595,7 +815,7 @@ def _accumulate(gt: _GroundTruth, dets: _Instances, per_det: dict, max_dets_list
             d = of_k[per_det["rank"][of_k] < max_det]
             tp_sum = np.cumsum(true_positive[d][:, areas], axis=0).astype(np.float64)  # (D, A', T)
             fp_sum = np.cumsum(false_positive[d][:, areas], axis=0).astype(np.float64)
-            p, r, s = _interpolated_precision(tp_sum, fp_sum, num_positives[k, areas][:, None], det_score[d],
+            p, r, s = interpolated_precision(tp_sum, fp_sum, num_positives[k, areas][:, None], det_score[d],
                                               recall_thresholds)  # (A', T, R), (A', T), (A', T, R)
             precision[:, :, k, areas, m] = p.transpose(1, 2, 0)
             recall[:, k, areas, m] = r.T
@@ -794,8 +1014,7 @@ def detections_from_predictions(predictions: Sequence[dict], image_ids: Sequence
     if not isinstance(image_ids, Sequence) or len(image_ids) != len(predictions):
         raise ValueError(f"{fn}: image_ids must be a list with one id per prediction ({len(predictions)}), "
                          f"got {describe(image_ids)}")
-    if isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float)):
-        raise TypeError(f"{fn}: score_threshold must be a number, got {describe(score_threshold)}")
+    check_finite(fn, "score_threshold", score_threshold)  # a NaN threshold would keep nothing
     results = []
     for i, (prediction, image_id) in enumerate(zip(predictions, image_ids)):
         _require(fn, f"predictions[{i}]", prediction, ("boxes", "labels", "scores"))
@@ -806,6 +1025,11 @@ def detections_from_predictions(predictions: Sequence[dict], image_ids: Sequence
         if boxes.ndim != 2 or boxes.shape[1] != 4 or labels.shape != (len(boxes),) or scores.shape != (len(boxes),):
             raise ValueError(f"{fn}: predictions[{i}] must hold boxes [N, 4], labels [N] and scores [N], got "
                              f"{tuple(boxes.shape)}, {tuple(labels.shape)} and {tuple(scores.shape)}")
+        for name, x in (("boxes", boxes), ("scores", scores)):
+            # A NaN score fails every threshold test: the detection would vanish without a word.
+            if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+                raise ValueError(f"{fn}: predictions[{i}]['{name}'] must be finite, got {describe(x)} holding "
+                                 f"{x[~torch.isfinite(x)].flatten()[0].item()}")
         keep = scores >= score_threshold
         boxes, labels, scores = boxes[keep].detach().cpu(), labels[keep].cpu(), scores[keep].detach().cpu()
         xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).double()  # (N, 4)

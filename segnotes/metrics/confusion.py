@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .._checks import check_int, describe
 
-__all__ = ["confusion_matrix", "ConfusionMatrix", "segmentation_scores"]
+__all__ = ["confusion_matrix", "ConfusionMatrix", "segmentation_scores", "pair_counts"]
 
 _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -81,7 +81,7 @@ def confusion_matrix(
     if ignore_index is None or C <= ignore_index < _MAX_BINS // C:
         if validate:
             _check_range(fn, "target", target, 0, C - 1 if ignore_index is None else ignore_index, expected)
-        counts = _bincount(pred, target, C)
+        counts = _pair_counts(pred, target, C)
         if validate and counts.numel() > C * C:
             # Bins from C * C up to C * ignore_index hold target labels in [C, ignore_index).
             stray = counts[C * C : C * ignore_index].nonzero()
@@ -92,7 +92,7 @@ def confusion_matrix(
         pred, target = pred[keep], target[keep]
         if validate:
             _check_range(fn, "target", target, 0, C - 1, expected)
-        counts = _bincount(pred, target, C)
+        counts = _pair_counts(pred, target, C)
     return counts[: C * C].reshape(C, C)
 
 
@@ -109,8 +109,32 @@ def _check_range(fn: str, name: str, x: Tensor, low: int, high: int, expected: s
         raise ValueError(f"{fn}: {name} values must be in {expected}, got {x_min if x_min < low else x_max}")
 
 
-def _bincount(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
-    """counts[C * t + p] = number of pixels with target t and prediction p (at least C * C bins)."""
+def pair_counts(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """How many pixels have each (target, prediction) pair, counted in one pass: the core of
+    :func:`confusion_matrix`.
+
+    The pair ``(t, p)`` becomes the single index ``C * t + p``, and ``torch.bincount`` counts the indices, so
+    ``counts.reshape(C, C)[t, p]`` is the number of pixels of class ``t`` predicted as ``p``. Labels are not
+    checked: a target at or above C lands in a bin past ``C * C`` (:func:`confusion_matrix` relies on that to
+    drop the ignore label without masking).
+
+    Args:
+        pred (Tensor[*], integer): predicted classes, values in [0, C).
+        target (Tensor[*], integer): true classes, same shape.
+        num_classes (int): C.
+
+    Returns:
+        Tensor[max(C * C, C * max(target) + max(pred) + 1)] (int64): the counts.
+
+    Example:
+        >>> pair_counts(torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1]), 2)  # (0,0), (0,1), (1,1)
+        tensor([1, 1, 0, 1])
+    """
+    _check_labels("pair_counts", pred, target, num_classes, None)
+    return _pair_counts(pred.reshape(-1), target.reshape(-1), num_classes)
+
+
+def _pair_counts(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     # One int64 temporary: pred + C * target (torch.add's alpha scales its second argument).
     index = torch.add(pred.to(torch.int64), target.to(torch.int64), alpha=num_classes)
     return torch.bincount(index, minlength=num_classes * num_classes)
@@ -200,6 +224,8 @@ def segmentation_scores(confmat: Tensor) -> dict:
         raise ValueError(f"{fn}: confmat must be a square Tensor[C, C], got {describe(confmat)}")
     if confmat.is_floating_point() or confmat.is_complex():
         raise TypeError(f"{fn}: confmat must hold integer counts, got {describe(confmat)}")
+    if confmat.numel() and int(confmat.min()) < 0:
+        raise ValueError(f"{fn}: confmat must hold counts >= 0, got {int(confmat.min())}")
     n = confmat.to(torch.float64)
     correct = n.diagonal()                      # n_ii
     true_total = n.sum(dim=1)                   # t_i

@@ -55,6 +55,13 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     Returns:
         Tensor[N, M] (boxes' dtype): IoU in [0, 1]; 0 where the union is empty (two empty
         boxes; torchvision gives NaN there).
+
+    Areas are computed in float32 for float16 and bfloat16 boxes (as torchvision does: a
+    200 x 200 box has an area of 40000, past float16's 65504 once two are added), and in
+    float64 where float32 areas would overflow.
+
+    Raises:
+        ValueError: a coordinate is NaN or infinite, or a box has x2 < x1 or y2 < y1.
     """
     fn = "box_iou"
     check_tensor(fn, "boxes1", boxes1, ndim=2, floating=True, last_dim=4)
@@ -64,6 +71,32 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
             f"{fn}: boxes1 and boxes2 must have the same dtype and device, got {describe(boxes1)} on "
             f"{boxes1.device} and {describe(boxes2)} on {boxes2.device}"
         )
+    for name, boxes in (("boxes1", boxes1), ("boxes2", boxes2)):
+        _check_box_values(fn, name, boxes)
+    dtype = boxes1.dtype
+    work = torch.float64 if dtype == torch.float64 else torch.float32  # torchvision's _upcast
+    iou, union = _box_iou(boxes1.to(work), boxes2.to(work))
+    if work == torch.float32 and not bool(torch.isfinite(union).all()):
+        iou, _ = _box_iou(boxes1.double(), boxes2.double())  # float32 areas overflowed (sides past ~1e19)
+    return iou.to(dtype)
+
+
+def _check_box_values(fn: str, name: str, boxes: Tensor) -> None:
+    """Finite coordinates with x1 <= x2 and y1 <= y2 (one device sync)."""
+    if boxes.numel() == 0:
+        return
+    finite = torch.isfinite(boxes).all(dim=1)  # [N]
+    ordered = (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])  # [N]; False for NaN too
+    bad = ~(finite & ordered)
+    if not bool(bad.any()):
+        return
+    i = int(torch.nonzero(bad)[0])
+    what = "finite coordinates" if not bool(finite[i]) else "x1 <= x2 and y1 <= y2"
+    raise ValueError(f"{fn}: {name} must be (x1, y1, x2, y2) boxes with {what}, got box {i} = {boxes[i].tolist()}")
+
+
+def _box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`box_iou` on checked boxes, in their dtype; also returns the unions (N, M)."""
     area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])  # (N,)
     area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])  # (M,)
     top_left = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])  # (N, M, 2)
@@ -71,4 +104,4 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     width_height = (bottom_right - top_left).clamp(min=0)  # (N, M, 2); disjoint boxes overlap by 0
     intersection = width_height[..., 0] * width_height[..., 1]  # (N, M)
     union = area1[:, None] + area2[None, :] - intersection  # (N, M)
-    return torch.where(union > 0, intersection / union, torch.zeros_like(union))
+    return torch.where(union > 0, intersection / union, torch.zeros_like(union)), union

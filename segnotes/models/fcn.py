@@ -121,6 +121,14 @@ class FCN(nn.Module):
         self.upscore = BilinearUpsample(num_classes, self.stride, learnable=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Class scores for every pixel: the stride-32 scores, fused with pool4's (FCN-16s) and pool3's (FCN-8s).
+
+        Args:
+            x (Tensor[N, 3, H, W], floating): images, any size.
+
+        Returns:
+            Tensor[N, K, H, W]: the scores, upsampled to the input and cropped to it.
+        """
         self._check_input(x)
         pool3, pool4, fc7 = self.backbone(x)
         score = self.score_fr(fc7)  # (N, K, H/32, W/32)

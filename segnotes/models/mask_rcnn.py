@@ -284,7 +284,7 @@ class MaskRoIHeads(RoIHeads):
         labels: list[Tensor],
         matched_idxs: list[Tensor],
     ) -> dict[str, Tensor]:
-        """``{"loss_mask": L_mask}`` over the sampled RoIs that :meth:`_mask_rois` keeps.
+        """``{"loss_mask": L_mask}`` over the sampled RoIs that :meth:`mask_rois` keeps.
 
         Args:
             proposals (List[Tensor[R_i, 4]]): each image's sampled RoIs.
@@ -292,7 +292,7 @@ class MaskRoIHeads(RoIHeads):
             matched_idxs (List[Tensor[R_i]], int64): their ground truths' indices in ``targets``.
             features, image_shapes, targets: as in :meth:`forward`.
         """
-        keep = self._mask_rois(labels, matched_idxs, targets)
+        keep = self.mask_rois(labels, matched_idxs, targets)
         mask_boxes = [p[i] for p, i in zip(proposals, keep)]
         mask_matched = [m[i] for m, i in zip(matched_idxs, keep)]
         mask_logits = self._mask_logits(features, mask_boxes, image_shapes)  # [K, C, M, M]
@@ -307,10 +307,16 @@ class MaskRoIHeads(RoIHeads):
         )
         return {"loss_mask": loss_mask}
 
-    def _mask_rois(self, labels: list[Tensor], matched_idxs: list[Tensor], targets: list[dict[str, Tensor]]):
-        """Indices (List[Tensor[K_i]], int64) of the sampled RoIs that enter the mask loss.
+    def mask_rois(self, labels: list[Tensor], matched_idxs: list[Tensor], targets: list[dict[str, Tensor]]):
+        """Which sampled RoIs enter the mask loss: the positives (the paper, section 3).
 
-        The mask loss is defined on positive RoIs only (the paper, section 3).
+        Args:
+            labels (List[Tensor[R_i]], int64): each image's sampled RoIs' classes (0: background).
+            matched_idxs (List[Tensor[R_i]], int64): their ground truths' indices in ``targets``.
+            targets (List[dict]): the images' targets.
+
+        Returns:
+            List[Tensor[K_i]] (int64): indices into each image's sampled RoIs.
         """
         return [torch.where(lab > 0)[0] for lab in labels]
 
@@ -496,6 +502,8 @@ def _check_training_inputs(fn: str, images, targets, num_classes: int) -> None:
         )
     for i, (image, target) in enumerate(zip(images, targets)):
         check_tensor(fn, f"images[{i}]", image, ndim=3, floating=True)
+        if image.shape[0] != 3:  # the transform's normalisation has 3 means: 1 channel broadcasts silently
+            raise ValueError(f"{fn}: images[{i}] must be an RGB Tensor[3, H, W], got {describe(image)}")
         if not isinstance(target, dict):
             raise TypeError(f"{fn}: targets[{i}] must be a dict, got {describe(target)}")
         for key in ("boxes", "labels", "masks"):
@@ -515,18 +523,44 @@ def _check_training_inputs(fn: str, images, targets, num_classes: int) -> None:
                 f'{fn}: targets[{i}]["masks"] must be [N, H, W] with the image\'s H, W = {tuple(image.shape[1:])}, '
                 f"got {describe(masks)}"
             )
-        bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])  # [N]
-        if bad.any():
-            j = int(torch.nonzero(bad)[0])
+        _check_target_boxes(fn, i, boxes, image.shape[1:])
+        if masks.dtype == torch.uint8 and n and int(masks.max()) > 1:
+            # A 0/255 mask would train towards 255 (the mask loss reads the values as targets).
             raise ValueError(
-                f'{fn}: targets[{i}]["boxes"] must have x2 > x1 and y2 > y1 (x1, y1, x2, y2 with positive '
-                f"width and height), got box {j} = {boxes[j].tolist()}"
+                f'{fn}: targets[{i}]["masks"] must hold 0 and 1 (or be bool), got values up to {int(masks.max())}'
             )
         if n and (int(labels.min()) < 1 or int(labels.max()) >= num_classes):
             raise ValueError(
                 f'{fn}: targets[{i}]["labels"] must be in [1, {num_classes}) (0 is the background), '
                 f"got values from {int(labels.min())} to {int(labels.max())}"
             )
+
+
+def _check_target_boxes(fn: str, i: int, boxes: Tensor, size: tuple[int, int]) -> None:
+    """Finite boxes with positive width and height, within one image size of the image.
+
+    NaN compares False with everything, so ``x2 > x1`` alone lets it through (and the losses
+    become NaN). A box far outside the image has no mask to match (masks are image-sized), and
+    resampling a mask onto it (RoIAlign with adaptive sampling, ``side / 28`` samples per bin
+    and axis) runs out of memory for sides of about 1e5 pixels or more.
+    """
+    if boxes.numel() == 0:
+        return
+    height, width = size
+    x1, y1, x2, y2 = boxes.detach().unbind(1)  # each [N]
+    positive = (x2 > x1) & (y2 > y1)  # False for NaN
+    finite = torch.isfinite(boxes.detach()).all(dim=1)
+    near = (x1 >= -width) & (x2 <= 2 * width) & (y1 >= -height) & (y2 <= 2 * height)
+    bad = ~(positive & finite & near)  # [N]
+    if not bool(bad.any()):
+        return
+    j = int(torch.nonzero(bad)[0])
+    if not bool(positive[j] & finite[j]):
+        rule = "must have x2 > x1 and y2 > y1 (x1, y1, x2, y2 with positive width and height), all finite"
+    else:
+        rule = (f"must lie within one image size of the image (x in [{-width}, {2 * width}], y in [{-height}, "
+                f"{2 * height}] for this {height} x {width} image)")
+    raise ValueError(f'{fn}: targets[{i}]["boxes"] {rule}, got box {j} = {boxes[j].tolist()}')
 
 
 # ----------------------------------------------------------------------------------------------

@@ -318,7 +318,7 @@ class MaskXRoIHeads(MaskRoIHeads):
 
     Three hooks of the parent change; the box branch and inference are the parent's:
 
-    * :meth:`_mask_rois`: the RoIs of the mask loss are the positives whose matched ground truth
+    * :meth:`mask_rois`: the RoIs of the mask loss are the positives whose matched ground truth
       has a class in ``mask_classes`` and, where the target has a ``mask_valid`` BoolTensor[N],
       a valid mask. Masks of other classes in the targets are ignored *by design*: one data set
       with every mask can train every split of the classes, and nothing leaks from ``B``.
@@ -390,8 +390,12 @@ class MaskXRoIHeads(MaskRoIHeads):
         x = self.mask_head(self.mask_roi_pool(features, boxes, image_shapes))  # [R, C, 14, 14]
         return self.mask_predictor(x, self.segmentation_weights())
 
-    def _mask_rois(self, labels: list[Tensor], matched_idxs: list[Tensor], targets: list[dict[str, Tensor]]):
-        """Indices (List[Tensor[K_i]], int64) of the sampled RoIs matched to a mask of ``mask_classes``."""
+    def mask_rois(self, labels: list[Tensor], matched_idxs: list[Tensor], targets: list[dict[str, Tensor]]):
+        """Which sampled RoIs enter the mask loss: positives matched to an object of ``mask_classes`` that has
+        a mask (``mask_valid``; partially supervised data withholds group B's).
+
+        Args and returns: as :meth:`segnotes.models.mask_rcnn.MaskRoIHeads.mask_rois`.
+        """
         keep = []
         for lab, idx, target in zip(labels, matched_idxs, targets):
             classes = torch.tensor(self.mask_classes, device=lab.device)

@@ -50,8 +50,22 @@ def fpn_levels(
 
     Returns:
         Tensor[K] (int64): ``level - level_min`` for each box, in ``[0, level_max - level_min]``.
+
+    Raises:
+        ValueError: a box with a NaN or infinite coordinate, or with x2 < x1 or y2 < y1 (its area
+            would be NaN or negative, and its level a meaningless huge integer).
     """
+    fn = "fpn_levels"
+    _check_box_list(fn, boxes)
+    check_int(fn, "level_min", level_min)
+    check_int(fn, "level_max", level_max, minimum=level_min)
+    check_positive(fn, "canonical_scale", canonical_scale)
+    check_int(fn, "canonical_level", canonical_level)
+    check_positive(fn, "eps", eps, allow_zero=True)
     boxes_all = torch.cat(boxes)  # [K, 4]
+    if not boxes_all.is_floating_point():
+        raise TypeError(f"{fn}: boxes must be floating-point tensors, got {describe(boxes_all)}")
+    _check_box_values(fn, boxes_all.detach())
     size = torch.sqrt((boxes_all[:, 2] - boxes_all[:, 0]) * (boxes_all[:, 3] - boxes_all[:, 1]))  # [K]
     level = torch.floor(canonical_level + torch.log2(size / canonical_scale) + size.new_tensor(eps))
     return (level.clamp(min=level_min, max=level_max).to(torch.int64) - level_min).to(torch.int64)
@@ -201,6 +215,20 @@ class MultiScaleRoIPool(nn.Module):
             f"canonical_scale={self.canonical_scale}, canonical_level={self.canonical_level}, "
             f"aligned={self.aligned}"
         )
+
+
+def _check_box_values(fn: str, boxes: Tensor) -> None:
+    """Finite (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2, or an error naming the first bad box (one sync)."""
+    if boxes.numel() == 0:
+        return
+    good = torch.isfinite(boxes).all(dim=1) & (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])  # [K]
+    if bool(good.all()):
+        return
+    k = int(torch.nonzero(~good)[0])
+    raise ValueError(
+        f"{fn}: boxes must be (x1, y1, x2, y2) with finite coordinates, x1 <= x2 and y1 <= y2, got box {k} of "
+        f"torch.cat(boxes) = {boxes[k].tolist()}"
+    )
 
 
 def _check_box_list(fn: str, boxes) -> None:

@@ -620,21 +620,13 @@ class _ModelComparisonPlot:
     def draw(self, index: int, score_threshold: float | None = None) -> dict:
         if score_threshold is not None:
             self.score_threshold = score_threshold
-        image, target = self.images[index], self.targets[index]
         scores = [side[index] for side in self.scores]
-        if self.mode == "semantic":
-            pred_a, pred_b = (group[index] for group in self.predictions)
-            for panel, labels in zip(self._panels, (target, pred_a, pred_b)):
-                panel.set_data(_rgba8(_labels_rgb(labels, image)))
-            self._panels[3].set_data(_rgba8(_difference_rgb(target, pred_a, pred_b, image, self.ignore_index)))
-        else:
-            self._panels[0].set_data(_rgba8(_to_numpy_image(image)))
-            groups = (target, *(group[index] for group in self.predictions))
-            for panel, boxes, instances in zip(self._panels[1:], self._boxes, groups):
-                rgb, segments, colors = _instance_rgb(image, instances, self.score_threshold)
-                panel.set_data(_rgba8(rgb))
-                boxes.set_segments(segments)
-                boxes.set_color(colors if len(colors) else "none")
+        pictures = self.pictures(index, self.score_threshold)
+        for panel, (rgb, _, _) in zip(self._panels, pictures):
+            panel.set_data(_rgba8(rgb))
+        for boxes, (_, segments, colors) in zip(self._boxes, pictures[1:]):  # instance mode: GT, A, B
+            boxes.set_segments(segments)
+            boxes.set_color(colors if len(colors) else "none")
         for title, name, score in zip(self._model_titles, self.names, scores):
             title.set_text(f"{name}: {self.score_name} {_fmt(score)}")
         self._bars[self._selected].set_edgecolor("none")
@@ -645,7 +637,26 @@ class _ModelComparisonPlot:
             summary += (f"   ·   all images: {self.names[0]} {_fmt(self.totals[0])}, "
                         f"{self.names[1]} {_fmt(self.totals[1])}")
         self._summary.set_text(summary)
-        return {"index": index, "scores": scores, "totals": list(self.totals)}
+        result = {"index": index, "scores": scores, "totals": list(self.totals)}
+        if self.mode == "instance":  # detections drawn by A and by B
+            result["shown"] = [len(segments) for _, segments, _ in pictures[2:]]
+        return result
+
+    def pictures(self, index: int, score_threshold: float) -> list[tuple[np.ndarray, list, np.ndarray]]:
+        """The four panels of image ``index``: (float RGB [H, W, 3], box segments, box colours) each.
+
+        Semantic mode: ground truth, A, B, where only one is right (no boxes). Instance mode: image, ground truth,
+        A and B, the models' detections scored at least ``score_threshold``.
+        """
+        image, target = self.images[index], self.targets[index]
+        if self.mode == "semantic":
+            pred_a, pred_b = (group[index] for group in self.predictions)
+            no_boxes = ([], np.zeros((0, 3), dtype=np.float32))
+            return [*((_labels_rgb(labels, image), *no_boxes) for labels in (target, pred_a, pred_b)),
+                    (_difference_rgb(target, pred_a, pred_b, image, self.ignore_index), *no_boxes)]
+        groups = (target, *(group[index] for group in self.predictions))
+        return [(_to_numpy_image(image), [], np.zeros((0, 3), dtype=np.float32)),
+                *(_instance_rgb(image, instances, score_threshold) for instances in groups)]
 
 
 def _signed(value: float) -> str:

@@ -407,30 +407,11 @@ class _DetectionsPlot:
         return [self._image, self._boxes, *self._labels, self._title]
 
     def set_image(self, fn: str, image, target, detections: Sequence[dict], image_id: int) -> None:
-        rgb = _to_numpy_image(image).astype(np.float32)
-        height, width = rgb.shape[:2]
-        self._base = rgb * 0.75
-        self.image_id = image_id
-        matches = self.ap_result["matches"]
-        rows = np.nonzero(np.asarray(matches["image_id"]) == image_id)[0]
-        order = np.argsort(np.asarray(matches["score"])[rows], kind="mergesort")  # low scores first: top drawn last
-        self._rows = rows[order]
-        self._masks, self._boxes_xyxy = [], []
-        for row in self._rows:
-            position = int(matches["detection_index"][row])
-            if not 0 <= position < len(detections):
-                raise ValueError(f"{fn}: detections must be the list given to average_precision; it has no "
-                                 f"detection {position} (len {len(detections)})")
-            detection = detections[position]
-            segmentation = detection.get("segmentation")
-            mask = decode_segmentation(segmentation, height, width) if segmentation is not None else None
-            self._masks.append(mask)
-            if "bbox" in detection:
-                x, y, w, h = detection["bbox"]
-            else:
-                x, y, w, h = mask_utils.toBbox(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))).tolist()
-            self._boxes_xyxy.append((x, y, x + w, y + h))
-        self._objects = _ground_truth(fn, target, image_id, self.ap_result, (height, width))
+        layers = _image_layers(fn, self.ap_result, image, target, detections, image_id)
+        self._base, self.image_id = layers["base"], image_id
+        self._rows, self._masks, self._boxes_xyxy = layers["rows"], layers["masks"], layers["boxes"]
+        self._objects = layers["objects"]
+        height, width = self._base.shape[:2]
         self._image.set_extent((-0.5, width - 0.5, height - 0.5, -0.5))
         self._ax.set_xlim(-0.5, width - 0.5)
         self._ax.set_ylim(height - 0.5, -0.5)
@@ -491,6 +472,35 @@ class _DetectionsPlot:
             label.set_visible(True)
         for label in self._labels[len(best):]:
             label.set_visible(False)
+
+
+def _image_layers(fn: str, ap_result: dict, image, target, detections: Sequence[dict], image_id: int) -> dict:
+    """What :class:`_DetectionsPlot` draws of one image, before thresholds choose: the dimmed image (``base``,
+    float32 [H, W, 3]), this image's rows of the match table lowest score first (``rows``: the best are drawn
+    last, on top), their masks (bool [H, W] or None) and xyxy ``boxes``, and the ground-truth ``objects``."""
+    rgb = _to_numpy_image(image).astype(np.float32)
+    height, width = rgb.shape[:2]
+    matches = ap_result["matches"]
+    rows = np.nonzero(np.asarray(matches["image_id"]) == image_id)[0]
+    order = np.argsort(np.asarray(matches["score"])[rows], kind="mergesort")  # low scores first: top drawn last
+    rows = rows[order]
+    masks, boxes = [], []
+    for row in rows:
+        position = int(matches["detection_index"][row])
+        if not 0 <= position < len(detections):
+            raise ValueError(f"{fn}: detections must be the list given to average_precision; it has no "
+                             f"detection {position} (len {len(detections)})")
+        detection = detections[position]
+        segmentation = detection.get("segmentation")
+        mask = decode_segmentation(segmentation, height, width) if segmentation is not None else None
+        masks.append(mask)
+        if "bbox" in detection:
+            x, y, w, h = detection["bbox"]
+        else:
+            x, y, w, h = mask_utils.toBbox(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))).tolist()
+        boxes.append((x, y, x + w, y + h))
+    return {"base": rgb * 0.75, "rows": rows, "masks": masks, "boxes": boxes,
+            "objects": _ground_truth(fn, target, image_id, ap_result, (height, width))}
 
 
 def _status_legend(figure: Figure) -> None:

@@ -113,6 +113,7 @@ class FigureWidget:
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
         rows = rows if rows is not None else [list(self.controls)]
+        self._rows = [list(row) for row in rows]
         boxes = [ipywidgets.HBox([self.controls[name] for name in row]) for row in rows]
         self.widget = ipywidgets.VBox([*boxes, self.image])
 
@@ -175,11 +176,36 @@ class FigureWidget:
         """PNG bytes of the current picture (the same bytes the widget shows)."""
         return bytes(self.image.value)
 
+    def static_html(self) -> str:
+        """This widget as HTML that works in a page without a kernel, e.g. the HTML book.
+
+        The page gets the controls (each with every value it can take) and the data it needs to redraw the
+        picture and recompute the numbers for any setting of them, as JSON; the book's script
+        ``segnotes-widgets.js`` builds the controls and redraws when one moves. See :mod:`segnotes.widgets._static`
+        for the format.
+
+        Returns:
+            str: one ``<div class="sn-widget">``.
+        """
+        from ._static import control_spec, state_html  # _static imports png_bytes from here
+
+        state = {
+            "kind": self._static_kind,
+            "controls": [control_spec(name, control) for name, control in self.controls.items()],
+            "rows": self._rows,
+            "data": self._static_data(),
+        }
+        return state_html(state, note=f"{type(self).__name__}: an interactive figure; it needs JavaScript here, "
+                                      "or run the notebook.")
+
     # Displaying the object itself displays the widget. The plain-text fallback is a short, fixed line (not
     # the container's repr, which holds model ids and PNG bytes) so that stored notebooks stay small and stable.
+    # text/html is the same widget for a page without a kernel (the HTML book prefers it to the widget view,
+    # which needs a kernel to redraw); Jupyter and Colab show the live widget view.
     def _repr_mimebundle_(self, **kwargs):
         bundle = _widget_bundle(self.widget, **kwargs)
         bundle["text/plain"] = f"{type(self).__name__} (an interactive widget: run the notebook to use it)"
+        bundle["text/html"] = self.static_html()
         return bundle
 
     def _ipython_display_(self):
@@ -188,6 +214,13 @@ class FigureWidget:
         display(self._repr_mimebundle_(), raw=True)
 
     # Subclass hooks.
+    #: How segnotes-widgets.js draws this widget's page version.
+    _static_kind: str
+
+    def _static_data(self) -> dict:  # pragma: no cover - abstract
+        """What the page version needs besides the controls (JSON-ready)."""
+        raise NotImplementedError
+
     def _draw(self, **values) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -7,9 +7,24 @@ import ipywidgets
 import numpy as np
 
 from .._checks import describe
-from ..viz.compare import _new_figure
-from ..viz.pr import _check_ap_result, _DetectionsPlot, _PRCurvePlot, _resolve_image_id, _status_legend
+from ..viz.compare import _new_figure, _rgba8
+from ..viz.masks import instance_colors
+from ..viz.pr import (
+    _CROWD_COLOR,
+    _CURVE_COLOR,
+    _FOUND_COLOR,
+    _MAX_LABELS,
+    _MISSED_COLOR,
+    _STATUS_COLORS,
+    _check_ap_result,
+    _DetectionsPlot,
+    _image_layers,
+    _PRCurvePlot,
+    _resolve_image_id,
+    _status_legend,
+)
 from ._base import FigureWidget
+from ._static import mask_runs, png_base64
 
 __all__ = ["APExplorer"]
 
@@ -58,6 +73,7 @@ class APExplorer(FigureWidget):
         if image_ids is not None and len(image_ids) != len(images):
             raise ValueError(f"{fn}: image_ids must have one id per image ({len(images)}), got {describe(image_ids)}")
         self.images, self.targets, self.detections = images, targets, detections
+        self.ap_result, self.category_names = ap_result, category_names
         self.image_ids = [_resolve_image_id(fn, target, None if image_ids is None else image_ids[i])
                           for i, target in enumerate(targets)]
         self.figure = _new_figure(size * 2.3, size)
@@ -95,3 +111,67 @@ class APExplorer(FigureWidget):
 
     def _animated(self):
         return [*self._detections.animated(), *self._curve.animated()]
+
+    _static_kind = "ap-explorer"
+    _static_scale = 3  # the page draws the image this many times larger, so that boxes and labels are legible
+
+    def _static_data(self) -> dict:
+        # The page redoes the drawing and the curves (segnotes-widgets.js), from COCO's match table as
+        # average_precision returned it: per detection its score and, at each IoU threshold, whether it
+        # matched (T), did not (F) or matched a crowd region (I). Twelve images x ten thresholds x twenty-one
+        # score thresholds x the categories are too many pictures to draw ahead.
+        ap = self.ap_result
+        matches, gt_matches = ap["matches"], ap["gt_matches"]
+        gt_ids = np.asarray(matches["gt_id"])
+        ignored = np.asarray(matches["ignored"])
+        status = np.where(ignored, "I", np.where(gt_ids > 0, "T", "F"))  # (D, T)
+        status = ["".join(row) for row in status]
+        images = []
+        for index, image in enumerate(self.images):
+            layers = _image_layers(self._fn, ap, image, self.targets[index], self.detections, self.image_ids[index])
+            images.append({
+                "image_id": self.image_ids[index],
+                "base": png_base64(_rgba8(layers["base"])[..., :3]),
+                "detections": [
+                    {"score": float(matches["score"][row]), "category": int(matches["category_id"][row]),
+                     "position": int(matches["detection_index"][row]), "status": status[row],
+                     "box": [float(v) for v in box], "mask": None if mask is None else mask_runs(mask)}
+                    for row, mask, box in zip(layers["rows"], layers["masks"], layers["boxes"])
+                ],
+                "objects": [{"crowd": obj["crowd"], "matched_by": obj["matched_by"].tolist(),
+                             "outline": mask_runs(obj["outline"])} for obj in layers["objects"]],
+            })
+        categories = []  # in ap_result's order, which the curves' colours follow
+        for category_id in ap["category_ids"]:
+            rows = np.nonzero(np.asarray(matches["category_id"]) == category_id)[0]
+            scores = np.asarray(matches["score"], dtype=np.float64)[rows]
+            order = np.argsort(-scores, kind="mergesort")  # as segnotes.viz.pr._curve: ties keep image order
+            positives = int(((np.asarray(gt_matches["category_id"]) == category_id)
+                             & ~np.asarray(gt_matches["ignored"])).sum())
+            categories.append({"id": int(category_id), "scores": scores[order].tolist(),
+                               "status": [status[row] for row in rows[order]], "num_positives": positives})
+        names = {int(c): str(self.category_names.get(int(c), c)) if self.category_names else f"category {int(c)}"
+                 for c in ap["category_ids"]}
+        legend = {**_STATUS_COLORS, "object found": _FOUND_COLOR, "object missed": _MISSED_COLOR,
+                  "crowd region": _CROWD_COLOR}
+        return {
+            "iou_thresholds": [round(float(t), 2) for t in ap["iou_thresholds"]],
+            "recall_thresholds": np.asarray(ap["recall_thresholds"], dtype=np.float64).tolist(),
+            "category_names": {str(c): name for c, name in names.items()},
+            "categories": categories,
+            "category_colors": _bytes(instance_colors(len(ap["category_ids"]))),
+            "images": images,
+            "status_colors": {name: _bytes([color])[0] for name, color in _STATUS_COLORS.items()},
+            "found_color": _bytes([_FOUND_COLOR])[0],
+            "missed_color": _bytes([_MISSED_COLOR])[0],
+            "crowd_color": _bytes([_CROWD_COLOR])[0],
+            "curve_color": _bytes([_CURVE_COLOR])[0],
+            "legend": {name: _bytes([color])[0] for name, color in legend.items()},
+            "max_labels": _MAX_LABELS,
+            "box_scale": self._static_scale,
+        }
+
+
+def _bytes(colors) -> list[list[int]]:
+    """RGB colours in [0, 1] -> [r, g, b] bytes, rounded as the figures round them."""
+    return _rgba8(np.asarray(colors, dtype=np.float32).reshape(1, -1, 3))[0, :, :3].tolist()

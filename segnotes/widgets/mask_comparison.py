@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import ipywidgets
+import numpy as np
 from torch import Tensor
 
-from ..viz.compare import _check_pair, _MaskComparisonPlot, perturb_mask
+from ..viz.compare import _MASK_COLOR, OUTCOME_COLORS, _check_pair, _MaskComparisonPlot, _rgba8, perturb_mask
 from ._base import FigureWidget
+from ._static import mask_runs, png_base64
 
 __all__ = ["MaskComparison"]
 
@@ -72,3 +74,23 @@ class MaskComparison(FigureWidget):
 
     def _animated(self):
         return self._plot.animated()
+
+    _static_kind = "mask-comparison"
+
+    def _static_data(self) -> dict:
+        # The page recomputes perturb_mask and the metrics itself (segnotes-widgets.js): four sliders and a toggle
+        # make far too many combinations to draw ahead. It gets the masks, the dimmed image and the colours as
+        # the figure rounds them to bytes, so its panels are the figure's pixel for pixel.
+        plot = self._plot
+        height, width = plot.target.shape
+        colors = {"mask": _MASK_COLOR, **OUTCOME_COLORS}
+        return {
+            "height": int(height),
+            "width": int(width),
+            "base": png_base64(_rgba8(plot._base)[..., :3]),
+            "target": mask_runs(plot.target),
+            "prediction": mask_runs(self.prediction),
+            "ignore": None if plot.ignore is None else mask_runs(plot.ignore),
+            "colors": {name: _rgba8(np.asarray([[color]], dtype=np.float32))[0, 0, :3].tolist()
+                       for name, color in colors.items()},
+        }

@@ -2,6 +2,7 @@ import contextlib
 import io
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -304,5 +305,82 @@ def test_coco_files_are_checked(tmp_path, coco_folder):
         CocoInstances(root / "train", ann)
     (root / "train" / "train_000.jpg").write_bytes(b"not a jpeg")
     shutil.copy(coco_folder / "annotations" / "instances_train.json", ann)
-    with pytest.raises(ValueError, match="CocoInstances: cannot read the image file .*train_000.jpg"):
+    with pytest.raises(OSError, match="CocoInstances: cannot read the image .*train_000.jpg"):
         CocoInstances(root / "train", ann).check_files()
+
+
+# ------------------------------------------------------------------------------ hostile files (issue 22)
+
+
+def _rewrite(ann_file, change):
+    dataset = json.loads(ann_file.read_text())
+    change(dataset)
+    ann_file.write_text(json.dumps(dataset))
+
+
+def _set_annotation(index, **values):
+    return lambda dataset: dataset["annotations"][index].update(values)
+
+
+def _drop_key(index, key):
+    return lambda dataset: dataset["annotations"][index].pop(key)
+
+
+@pytest.mark.parametrize("change, message", [
+    # finding 9: an annotation of an image that is not listed was dropped silently
+    (_set_annotation(0, image_id=99), r"annotation id 1 has image_id 99, which the file's images do not list"),
+    (_set_annotation(1, segmentation=[[15, 10, 20, 10]]),
+     r"annotation id 2: segmentation\[0\] must be a polygon of at least 3 points \(an even number of coordinates, "
+     r"6 or more\), got 4 numbers"),
+    (_drop_key(2, "bbox"), r"annotation id 3 is missing the keys \['bbox'\]"),
+    (_set_annotation(0, bbox=[2.0, 3.0, 10.0]),
+     r"annotation id 1: bbox must be \[x, y, width, height\], four finite numbers with width and height >= 0, "
+     r"got \[2.0, 3.0, 10.0\]"),
+    (_set_annotation(1, category_id=7), r"annotation id 2 has category_id 7, which the file's categories do not list"),
+    # finding 2: RLE runs adding up to more than the image made uint8 masks holding up to 255
+    (_set_annotation(3, segmentation={"size": [16, 16], "counts": [42, 8, 0, 10, 10, 10, 10, 10, 10, 246]}),
+     r"annotation id 4: segmentation run lengths add up to 356, not height \* width = 16 \* 16 = 256"),
+    (_set_annotation(2, segmentation={"size": [16, 16], "counts": "1R"}),
+     r"annotation id 3: segmentation\['counts'\] is not a compressed RLE string"),
+    (_set_annotation(2, segmentation={"size": [20, 30], "counts": [600]}),
+     r"annotation id 3: segmentation has size \[20, 30\], but image 9 is \[16, 16\] \(height, width\)"),
+])
+def test_coco_instances_names_the_file_and_annotation_of_a_bad_annotation(fake_coco, change, message):
+    image_dir, ann_file = fake_coco
+    _rewrite(ann_file, change)
+    with pytest.raises(ValueError, match=rf"CocoInstances: {ann_file}, " + message):
+        CocoInstances(image_dir, ann_file, include_crowd=True)
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+def test_truncated_images_name_their_file(fake_coco, fake_voc, shapes_root, tmp_path):
+    # Issue 22, finding 13: "OSError: image file is truncated" did not say which file.
+    image_dir, ann_file = fake_coco
+    _truncate(image_dir / f"{9:012d}.jpg")
+    with pytest.raises(OSError, match=rf"CocoInstances: cannot read the image {image_dir / f'{9:012d}.jpg'}: "):
+        CocoInstances(image_dir, ann_file)[1]
+    root, _ = fake_voc
+    label = root / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "2007_000039.png"
+    _truncate(label)
+    with pytest.raises(OSError, match=rf"VOCSemantic: cannot read the label {label}: "):
+        VOCSemantic(root)[1]
+    copy = tmp_path / "shapes_copy"
+    shutil.copytree(shapes_root, copy)
+    _truncate(copy / "val" / "images" / "000001.png")
+    with pytest.raises(OSError, match=rf"ShapesSemantic: cannot read the image {copy / 'val' / 'images' / '000001.png'}: "):
+        ShapesSemantic(copy, "val")[1]
+
+
+def test_a_label_of_another_size_than_its_image_is_refused(fake_voc):
+    # Issue 22, finding 8: it was returned beside its image without complaint.
+    root, _ = fake_voc
+    label = root / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "2007_000032.png"
+    png = Image.fromarray(np.zeros((12, 16), np.uint8), mode="P")
+    png.putpalette(voc_palette().ravel().tolist())
+    png.save(label)
+    with pytest.raises(ValueError, match=rf"VOCSemantic: label {label} is 12 x 16 pixels \(H x W\), but its image is "
+                                         r"12 x 17"):
+        VOCSemantic(root)[0]

@@ -5,6 +5,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -466,3 +468,58 @@ def test_generate_with_handles_records_the_option(tmp_path):
         generate(root, 2, 1, seed=1, workers=1, progress=False)  # the same folder without handles
     with pytest.raises(TypeError, match="handles must be a bool"):
         generate(tmp_path / "x", 2, 1, handles="yes")
+
+
+# ------------------------------------------------------------------------------ concurrent callers
+
+
+_CONCURRENT_CALLER = """
+import json, sys, time
+from pathlib import Path
+from segnotes.data import ShapesSemantic, ensure_shapes, verify
+
+base, me, processes, attempts = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+
+
+def barrier(name):
+    (base / f"{name}.{me}").touch()
+    while not all((base / f"{name}.{k}").exists() for k in range(processes)):
+        time.sleep(0.002)
+
+
+for attempt in range(attempts):
+    barrier(f"start{attempt}")  # every process ready: start together...
+    time.sleep(me * 0.04 * (attempt % 4))  # ...or one after another, while the first is writing
+    root = base / f"shared{attempt}"
+    try:
+        ensure_shapes(root, num_train=12, num_val=4, image_size=64, progress=False)
+        # What this caller gets back must be complete at once, other callers or not.
+        result = {"files": verify(root, base / "reference.sha256"), "train": len(ShapesSemantic(root, "train"))}
+    except Exception as error:
+        result = {"error": f"{type(error).__name__}: {error}"}
+    print(json.dumps(result), flush=True)
+"""
+
+
+def test_concurrent_ensure_shapes_all_return_the_complete_data_set(tmp_path, child_env, processes=4, attempts=6):
+    # Issue 22, finding 3: a second caller saw "complete: false" and deleted the splits the first
+    # was writing; the first then returned a partial data set, or crashed on a shared temporary
+    # name. Each attempt is a new race on a new folder, started together or staggered.
+    reference = generate(tmp_path / "reference", num_train=12, num_val=4, image_size=64, workers=1, progress=False)
+    write_checksums(reference, tmp_path / "reference.sha256")
+    children = [subprocess.Popen([sys.executable, "-c", _CONCURRENT_CALLER, str(tmp_path), str(k), str(processes),
+                                  str(attempts)], env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+                for k in range(processes)]
+    results = []
+    for child in children:
+        try:
+            out, err = child.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            for c in children:
+                c.kill()
+            pytest.fail("a concurrent ensure_shapes hung")
+        assert child.returncode == 0, err
+        results.append([json.loads(line) for line in out.strip().splitlines()])
+    # 32 PNGs, 2 instances.json and meta.json, for every caller in every attempt
+    assert results == [[{"files": 35, "train": 12}] * attempts] * processes, results

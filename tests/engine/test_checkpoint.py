@@ -1,5 +1,6 @@
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,3 +173,98 @@ def test_saved_checkpoint_has_ordinary_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (os.stat(path).st_mode & 0o777) == 0o644
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 22, findings 10-12
+
+
+def test_a_state_that_could_not_be_loaded_is_refused_when_saving(tmp_path):
+    # A Path in meta was written (8.9 MB) and then could not be loaded: "truncated or corrupt?".
+    path = save_checkpoint(tmp_path / "ckpt.pt", step=1, meta={"variant": "fcn32s"})
+    state = tiny_state()
+    state["meta"]["data_root"] = tmp_path / "shapes"
+    with pytest.raises(TypeError, match=r"save_checkpoint: state\['meta'\]\['data_root'\] is a pathlib\.\w*Path, "
+                                        r"which load_checkpoint could not read back .* \(e\.g\. a path as str\)\. "
+                                        r"Nothing was written\."):
+        save_checkpoint(path, **state)
+    assert load_checkpoint(path)["step"] == 1  # the older checkpoint is kept
+    assert os.listdir(tmp_path) == ["ckpt.pt"]  # and no temporary file is left
+    state["meta"]["data_root"] = str(tmp_path / "shapes")
+    assert load_checkpoint(save_checkpoint(path, **state))["meta"]["data_root"] == str(tmp_path / "shapes")
+
+
+def _flip_inside(path, pattern: bytes, count=64):
+    data = bytearray(path.read_bytes())
+    start = data.find(pattern)
+    assert start >= 0
+    data[start : start + count] = bytes(b ^ 0xFF for b in data[start : start + count])
+    path.write_bytes(bytes(data))
+
+
+def test_bytes_changed_on_disk_are_an_error_not_other_weights(tmp_path):
+    # Flipping 64 bytes inside a tensor loaded silently with changed weights.
+    weights = torch.arange(64, dtype=torch.float32) + 0.5
+    path = save_checkpoint(tmp_path / "ckpt.pt", model={"w": weights}, step=3)
+    _flip_inside(path, weights.numpy().tobytes()[:64])
+    with pytest.raises(CheckpointError, match=rf"load_checkpoint: the checkpoint {path} does not match the SHA-256 "
+                                              r"of its contents stored when it was saved"):
+        load_checkpoint(path)
+
+
+def test_the_hash_covers_half_precision_weights_and_is_not_returned(tmp_path):
+    from segnotes.engine.checkpoint import state_sha256
+
+    state = tiny_state()
+    path = save_checkpoint(tmp_path / "half.pt", half=True, **state)
+    loaded = load_checkpoint(path)
+    assert "state_sha256" not in loaded and "half_precision" not in loaded
+    assert_same(loaded["optimizer"], state["optimizer"])
+    raw = torch.load(path, weights_only=True)
+    assert raw["state_sha256"] == state_sha256({k: v for k, v in raw.items() if k != "state_sha256"})
+
+
+def test_committed_checkpoints_without_a_hash_still_load(tmp_path):
+    committed = sorted(Path(__file__).resolve().parents[2].glob("data/checkpoints/*/*.pt"))
+    assert committed, "the repository's checkpoints are missing"
+    for path in committed[:3]:
+        raw = torch.load(path, weights_only=True)
+        assert "state_sha256" not in raw  # written before the hash existed
+        state = load_checkpoint(path)
+        assert state["meta"]["done"] is True
+
+
+_KILLED_SAVE = """
+import os, sys, time
+import torch
+from segnotes.engine import checkpoint
+
+def stuck(fd):  # the process is killed while its temporary file is being written
+    print("writing", flush=True)
+    time.sleep(600)
+
+checkpoint.os.fsync = stuck
+checkpoint.save_checkpoint(sys.argv[1], model={"w": torch.zeros(1000)}, step=2)
+"""
+
+
+def test_the_next_save_removes_the_temporary_files_of_killed_saves(tmp_path, child_env):
+    import signal
+    import subprocess
+    import sys
+
+    path = save_checkpoint(tmp_path / "ckpt.pt", step=1)
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_SAVE, str(path)], env=child_env, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline().strip() == "writing"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=60)
+    orphans = [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+    assert len(orphans) == 1 and orphans[0].startswith(".ckpt.pt.")
+    live = tmp_path / f".ckpt.pt.{os.getpid()}.abcd1234.tmp"  # a save of a running process: kept
+    live.write_bytes(b"in progress")
+    save_checkpoint(path, step=3)
+    assert sorted(os.listdir(tmp_path)) == sorted(["ckpt.pt", live.name])
+    assert load_checkpoint(path)["step"] == 3

@@ -215,6 +215,109 @@ def test_resume_without_a_checkpoint_starts_fresh(tmp_path):
     assert trainer.step == 3 and (tmp_path / "run.pt").exists()
 
 
+# Resuming with other settings (issue 22, finding 1)
+
+
+def test_resume_with_another_batch_size_is_refused_not_an_endless_loop(run_isolated, tmp_path):
+    # Stopped at step 3 of 2-image batches, the epoch being resumed has no 4-image batch left:
+    # before the settings were compared, fit(resume=True) looped forever on that empty epoch.
+    result = run_isolated(f"""
+        import torch
+        from torch import nn
+        from torch.utils.data import TensorDataset
+        from segnotes.engine import TrainConfig, Trainer
+
+        data = TensorDataset(torch.rand(4, 3, 16, 16), torch.randint(0, 3, (4, 16, 16)))
+
+        def trainer(batch_size):
+            torch.manual_seed(0)
+            return Trainer(nn.Conv2d(3, 3, 1), data, TrainConfig(epochs=2, batch_size=batch_size),
+                           checkpoint_path={str(tmp_path / "run.pt")!r}, progress=False)
+
+        trainer(2).fit(stop_at_step=3)
+        try:
+            trainer(4).fit(resume=True)
+            print("resumed")
+        except ValueError as error:
+            print("ValueError:", error)
+    """, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"ValueError: Trainer.load: checkpoint {tmp_path / 'run.pt'} was saved by a run "
+                                    "with other settings (batch_size=2 there, 4 now)"), result.stdout
+
+
+def test_resume_with_another_optimizer_names_the_field_instead_of_a_key_error(tmp_path):
+    make_trainer(tmp_path).fit(stop_at_step=1)
+    with pytest.raises(ValueError, match=r"\(optimizer='sgd' there, 'adamw' now; optimizer class SGD there, AdamW "
+                                         r"now\); a run resumes only with the settings it started with"):
+        make_trainer(tmp_path, optimizer="adamw").fit(resume=True)
+    with pytest.raises(ValueError, match=r"epochs=2 there, 3 now; lr=0.05 there, 0.1 now"):
+        make_trainer(tmp_path, epochs=3, lr=0.1).fit(resume=True)
+
+
+def test_resume_with_a_ready_optimizer_of_another_class_is_refused(tmp_path):
+    make_trainer(tmp_path).fit(stop_at_step=1)
+    trainer = make_trainer(tmp_path)
+    adam = torch.optim.Adam(trainer.model.parameters(), lr=0.05)
+    other = Trainer(trainer.model, trainer.train_set, trainer.config, checkpoint_path=tmp_path / "run.pt",
+                    optimizer=adam, progress=False)
+    with pytest.raises(ValueError, match=r"optimizer class SGD there, Adam now"):
+        other.fit(resume=True)
+
+
+def test_resume_may_change_how_often_it_logs_evaluates_and_saves(tmp_path):
+    full = make_trainer(tmp_path / "full")
+    full.fit()
+    make_trainer(tmp_path / "split").fit(stop_at_step=2)
+    resumed = make_trainer(tmp_path / "split", log_every=0, eval_every=2, checkpoint_every=1)
+    resumed.fit(resume=True)
+    for a, b in zip(full.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+
+
+def test_an_epoch_that_trains_nothing_raises_instead_of_repeating(run_isolated, tmp_path):
+    # A sampler_fn that gives fewer samples than the steps already taken in the epoch: before,
+    # fit repeated the empty epoch forever (so this runs in a child process with a timeout).
+    result = run_isolated(f"""
+        import torch
+        from torch import nn
+        from torch.utils.data import TensorDataset
+        from segnotes.engine import TrainConfig, Trainer
+
+        data = TensorDataset(torch.rand(10, 3, 16, 16), torch.randint(0, 3, (10, 16, 16)))
+        trainer = Trainer(nn.Conv2d(3, 3, 1), data, TrainConfig(epochs=2, batch_size=4),
+                          checkpoint_path={str(tmp_path / "run.pt")!r}, progress=False)
+        trainer.fit(stop_at_step=2)
+        trainer.sampler_fn = lambda epoch: [0, 1, 2]
+        try:
+            trainer.fit()
+            print("returned")
+        except RuntimeError as error:
+            print("RuntimeError:", error)
+    """, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("RuntimeError: Trainer.fit: epoch 0 has no batch left after step 2 of it: its "
+                                     "order holds 3 samples at batch_size=4"), result.stdout
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("lr", float("nan"), r"TrainConfig: lr must be a finite number, got nan"),
+    ("lr", float("inf"), r"TrainConfig: lr must be a finite number, got inf"),
+    ("grad_clip", float("nan"), r"TrainConfig: grad_clip must be a finite number, got nan"),
+    ("momentum", float("nan"), r"TrainConfig: momentum must be a finite number, got nan"),
+    ("momentum", 1.5, r"TrainConfig: momentum must be in \[0, 1\), got 1.5"),
+    ("weight_decay", -1e-4, r"TrainConfig: weight_decay must be >= 0, got -0.0001"),
+    ("power", float("nan"), r"TrainConfig: power must be a finite number, got nan"),
+    ("warmup_factor", 2.0, r"TrainConfig: warmup_factor must be in \[0, 1\], got 2.0"),
+    ("gamma", float("-inf"), r"TrainConfig: gamma must be a finite number, got -inf"),
+    ("min_factor", float("nan"), r"TrainConfig: min_factor must be a finite number, got nan"),
+])
+def test_train_config_refuses_nan_and_out_of_range_numbers(field, value, message):
+    # Issue 22, finding 5: NaN passed every "> 0" check (NaN compares False with everything).
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{field: value})
+
+
 def test_gradient_clipping_bounds_the_update():
     model = seeded(lambda: nn.Conv2d(3, 3, 1))
     model.num_classes = 3

@@ -117,3 +117,20 @@ def test_set_may_train_into_a_folder_the_book_is_pointed_at(tmp_path, monkeypatc
     monkeypatch.setenv("SEGNOTES_CHECKPOINTS", str(tmp_path))
     assert main(["lse", "--out", str(tmp_path), "--set", "epochs=12", "--list"]) == 0
     assert "todo  lse_oracle_s0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("chapter, assignment, message", [
+    ("fcn", "base_lr=nan", "fcn: FCNRecipe: base_lr must be a finite number, got nan"),
+    ("fcn", "base_lr=-1", "fcn: FCNRecipe: base_lr must be > 0, got -1.0"),
+    ("fcn", "momentum=inf", "fcn: FCNRecipe: momentum must be a finite number, got inf"),
+    ("mask_rcnn", "lr=nan", "mask_rcnn: MaskRCNNRecipe: lr must be a finite number, got nan"),
+    ("mask_rcnn", "grad_clip=-3", "mask_rcnn: MaskRCNNRecipe: grad_clip must be > 0, got -3.0"),
+    ("lse", "min_lr_factor=2", "lse: LSERecipe: min_lr_factor must be in [0, 1], got 2.0"),
+])
+def test_set_refuses_nan_and_out_of_range_rates_before_training(tmp_path, capsys, chapter, assignment, message):
+    # Issue 22, finding 5: --set base_lr=nan (or -1) was accepted and trained.
+    with pytest.raises(SystemExit) as exit_info:
+        main([chapter, "--out", str(tmp_path / "runs"), "--set", assignment, "--list"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -15,7 +15,7 @@ from segnotes.metrics import (
     encode_masks,
 )
 from segnotes.metrics._synthetic import synthetic_instances
-from segnotes.metrics.coco import IOU_THRESHOLDS, _greedy_match
+from segnotes.metrics.coco import IOU_THRESHOLDS, greedy_match
 
 SUMMARY = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -310,7 +310,7 @@ def test_greedy_match_equals_cocoeval_loop(seed):
             ious = np.where(np.arange(num_gts) == keep[:, None], ious, 0.0)
         gt_crowd = rng.random(num_gts) < 0.3
         gt_ignore = gt_crowd | (rng.random((num_areas, num_gts)) < 0.3)
-        result = _greedy_match(ious, gt_ignore, gt_crowd, IOU_THRESHOLDS)
+        result = greedy_match(ious, gt_ignore, gt_crowd, IOU_THRESHOLDS)
         for a in range(num_areas):
             expected = cocoeval_match(ious, gt_ignore[a].astype(int), gt_crowd, IOU_THRESHOLDS)
             np.testing.assert_array_equal(result[a], expected)
@@ -495,3 +495,117 @@ def test_encode_masks_rejects_bad_input():
         encode_masks(np.full((2, 2), 0.7))
     with pytest.raises(ValueError, match="encode_masks: integer masks must hold only 0 and 1, got values from 0 to 2"):
         encode_masks(np.array([[0, 2]]))
+
+
+def test_public_steps_check_shapes():
+    from segnotes.metrics import greedy_match, interpolated_precision
+
+    with pytest.raises(ValueError, match=r"greedy_match: expected ious \[D, G\]"):
+        greedy_match(np.zeros((2, 3)), np.zeros((1, 2), dtype=bool), np.zeros(3, dtype=bool), IOU_THRESHOLDS)
+    with pytest.raises(ValueError, match=r"interpolated_precision: tp_sum and fp_sum must have one row per score"):
+        interpolated_precision(np.zeros((3, 1)), np.zeros((2, 1)), np.ones(1), np.zeros(3), np.linspace(0, 1, 101))
+
+
+# ---------------------------------------------------------------- malformed RLE (issue 22, finding 2)
+
+# Run lengths adding up to 452, not 20 * 20 = 400: pycocotools' C code trusts the sum, reads and
+# writes past its buffers, and its iou loops forever.
+BAD_UNCOMPRESSED = {"size": [20, 20], "counts": [42, 8, 0, 10, 10, 10, 10, 10, 10, 342]}
+
+
+def _gt_with(segmentation, size=20):
+    return {
+        "images": [{"id": 1, "height": size, "width": size}],
+        "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "area": 50.0, "segmentation": segmentation,
+                         "bbox": [2.0, 2.0, 5.0, 10.0]}],
+        "categories": [{"id": 1, "name": "a"}],
+    }
+
+
+@pytest.mark.parametrize("function", ["average_precision", "coco_evaluate"])
+def test_uncompressed_rle_that_does_not_cover_the_image_is_refused_not_a_hang(run_isolated, function):
+    result = run_isolated(f"""
+        from segnotes.metrics import {function}
+        gt = {_gt_with(BAD_UNCOMPRESSED)!r}
+        dets = [{{"image_id": 1, "category_id": 1, "score": 0.9, "segmentation": gt["annotations"][0]["segmentation"]}}]
+        try:
+            {function}(gt, dets)
+            print("no error")
+        except ValueError as error:
+            print(error)
+    """, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        f"{function}: coco_gt['annotations'][0]['segmentation'] run lengths add up to 452, not height * width "
+        "= 20 * 20 = 400")
+
+
+@pytest.mark.parametrize("function", ["average_precision", "coco_evaluate"])
+def test_compressed_rle_detection_that_does_not_cover_the_image_is_refused_not_a_hang(run_isolated, function):
+    # 20 x 20 ground truth; the detection's compressed runs add up to 20 * 20 + 1.
+    mask = np.zeros((20, 20), bool)
+    mask[2:12, 2:7] = True
+    long_runs = mask_utils.frPyObjects({"size": [20, 21], "counts": [42, 10, 349]}, 20, 21)["counts"].decode("ascii")
+    result = run_isolated(f"""
+        from segnotes.metrics import {function}
+        gt = {_gt_with(rle(mask))!r}
+        dets = [{{"image_id": 1, "category_id": 1, "score": 0.9, "segmentation": {{"size": [20, 20], "counts": {long_runs!r}}}}}]
+        try:
+            {function}(gt, dets)
+            print("no error")
+        except ValueError as error:
+            print(error)
+    """, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        f"{function}: detections[0]['segmentation'] run lengths add up to 401, not height * width = 20 * 20 = 400")
+
+
+@pytest.mark.parametrize("segmentation, message", [
+    ({"size": [20, 20], "counts": [5, 5]}, r"run lengths add up to 10, not height \* width = 20 \* 20 = 400"),
+    ({"size": [20, 20], "counts": [-5, 405]}, r"has a negative run length -5"),
+    ({"size": [2, 2], "counts": "1"}, r"run lengths add up to 1, not height \* width = 2 \* 2 = 4"),
+    ({"size": [2, 2], "counts": "4a"}, r"\['counts'\] is not a compressed RLE string"),
+    ({"size": [2, 2], "counts": "~~"}, r"\['counts'\] is not a compressed RLE string"),
+    ({"size": [2, -2], "counts": [4]}, r"\['size'\] must be \[height, width\], two ints >= 0, got \[2, -2\]"),
+    ([[1.0, 2.0, 3.0, 4.0]], r"\[0\] must be a polygon of at least 3 points \(an even number of coordinates, 6 or "
+                             r"more\), got 4 numbers"),
+    ([], r"must hold at least one polygon, got an empty list"),
+])
+def test_decode_segmentation_refuses_malformed_masks_instead_of_decoding_garbage(segmentation, message):
+    size = segmentation["size"] if isinstance(segmentation, dict) else [20, 20]
+    with pytest.raises(ValueError, match=r"decode_segmentation: (annotation\['segmentation'\]|the RLE)?.*" + message):
+        decode_segmentation(segmentation, abs(size[0]), abs(size[1]))
+
+
+def test_decode_segmentation_refuses_an_rle_of_another_size():
+    with pytest.raises(ValueError, match=r"decode_segmentation: the RLE has size \[4, 5\], not \[height, width\] = \[5, 4\]"):
+        decode_segmentation({"size": [4, 5], "counts": [20]}, 5, 4)
+
+
+@pytest.mark.parametrize("function", [average_precision, coco_evaluate])
+def test_bad_boxes_and_scores_name_the_annotation_or_detection(tiny, function):
+    gt, dets = tiny
+    name = function.__name__
+    three_values = copy.deepcopy(gt)
+    three_values["annotations"] *= 4
+    for ann in three_values["annotations"]:
+        ann["bbox"] = [1.0, 2.0, 3.0]  # four such boxes are 12 numbers: reshaped into 3 boxes before
+    with pytest.raises(ValueError, match=rf"{name}: coco_gt\['annotations'\]\[0\]\['bbox'\] must be \[x, y, width, "
+                                         r"height\], four finite numbers with width and height >= 0, got \[1.0, 2.0, 3.0\]"):
+        function(three_values, dets, iou_type="bbox")
+    with pytest.raises(ValueError, match=rf"{name}: detections\[0\]\['score'\] must be a finite number, got nan"):
+        function(gt, [dict(dets[0], score=float("nan"))])
+    with pytest.raises(ValueError, match=rf"{name}: detections\[0\]\['bbox'\] must be \[x, y, width, height\], finite"):
+        function(gt, [dict(dets[0], bbox=[0.0, float("nan"), 3.0, 3.0])], iou_type="bbox")
+
+
+def test_nan_thresholds_and_area_bounds_are_refused_by_name(tiny):
+    # A NaN passes "low <= high" and "score >= threshold" tests silently (every comparison is False).
+    gt, dets = tiny
+    nan_small = {"all": (0, 1e10), "small": (0, float("nan")), "medium": (1, 2), "large": (2, 3)}
+    with pytest.raises(ValueError, match=r"average_precision: area_ranges\['small'\] must be numbers, not NaN"):
+        average_precision(gt, dets, area_ranges=nan_small)
+    prediction = {"boxes": torch.tensor([[0.0, 0.0, 2.0, 2.0]]), "labels": torch.tensor([1]), "scores": torch.tensor([0.5])}
+    with pytest.raises(ValueError, match=r"detections_from_predictions: score_threshold must be a finite number, got nan"):
+        detections_from_predictions([prediction], [1], score_threshold=float("nan"))

@@ -210,3 +210,20 @@ def test_accumulator_and_scores_errors():
         segmentation_scores(torch.zeros(2, 2))
     with pytest.raises(TypeError, match="segmentation_scores: confmat must be a torch.Tensor, got ndarray"):
         segmentation_scores(np.zeros((2, 2), dtype=np.int64))
+
+
+def test_pair_counts_by_hand_and_bad_input():
+    from segnotes.metrics import pair_counts
+
+    counts = pair_counts(torch.tensor([[0, 1], [1, 1]]), torch.tensor([[0, 0], [1, 1]]), 2)  # (t, p) pairs
+    assert counts.tolist() == [1, 1, 0, 2]  # (0,0) (0,1) (1,0) (1,1)
+    with pytest.raises(TypeError, match=r"pair_counts: pred must have an integer dtype"):
+        pair_counts(torch.zeros(2), torch.zeros(2, dtype=torch.int64), 2)
+    with pytest.raises(ValueError, match=r"pair_counts: pred and target must have the same shape"):
+        pair_counts(torch.zeros(2, dtype=torch.int64), torch.zeros(3, dtype=torch.int64), 2)
+
+
+def test_segmentation_scores_refuses_negative_counts():
+    # Issue 22, finding 7: a negative count gave a pixel accuracy of -2.0 without complaint.
+    with pytest.raises(ValueError, match=r"segmentation_scores: confmat must hold counts >= 0, got -3"):
+        segmentation_scores(torch.tensor([[2, 0], [0, -3]]))

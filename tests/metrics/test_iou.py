@@ -89,3 +89,34 @@ def test_box_iou_errors():
         box_iou(boxes, boxes.double())
     with pytest.raises(TypeError, match="box_iou: boxes1 must be a torch.Tensor, got list"):
         box_iou([[0, 0, 1, 1]], boxes)
+
+
+# ------------------------------------------------------------------ issue 22, finding 4
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_box_iou_of_large_boxes_does_not_overflow_in_half_precision(dtype):
+    # 200 x 200: each area is 40000, their sum 80000 is past float16's largest number (65504).
+    boxes = torch.tensor([[0.0, 0.0, 200.0, 200.0], [100.0, 0.0, 300.0, 200.0]], dtype=dtype)
+    expected = torchvision.ops.box_iou(boxes, boxes)  # computes areas in float32 for half types
+    iou = box_iou(boxes, boxes)
+    assert iou.dtype == dtype
+    torch.testing.assert_close(iou.float(), expected.float(), rtol=1e-2, atol=0)
+    assert float(iou[0, 0]) == 1 and float(iou[0, 1]) == pytest.approx(1 / 3, rel=1e-2)
+
+
+def test_box_iou_of_huge_float32_boxes_falls_back_to_float64():
+    boxes = torch.tensor([[0.0, 0.0, 1e20, 1e20], [0.0, 0.0, 5e19, 1e20]])  # areas past float32's 3.4e38
+    expected = torchvision.ops.box_iou(boxes.double(), boxes.double()).float()
+    torch.testing.assert_close(box_iou(boxes, boxes), expected)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([float("nan"), 0.0, 1.0, 1.0], r"finite coordinates, got box 1 = \[nan, 0.0, 1.0, 1.0\]"),
+    ([0.0, 0.0, float("inf"), 1.0], r"finite coordinates, got box 1 = \[0.0, 0.0, inf, 1.0\]"),
+    ([2.0, 0.0, 1.0, 1.0], r"x1 <= x2 and y1 <= y2, got box 1 = \[2.0, 0.0, 1.0, 1.0\]"),
+])
+def test_box_iou_refuses_nan_inf_and_inverted_boxes(bad, message):
+    boxes = torch.tensor([[0.0, 0.0, 2.0, 2.0], bad])
+    with pytest.raises(ValueError, match=r"box_iou: boxes2 must be \(x1, y1, x2, y2\) boxes with " + message):
+        box_iou(boxes[:1], boxes)

@@ -487,3 +487,40 @@ def test_trains_and_infers_under_autocast(batch, device):
     with torch.no_grad(), torch.autocast(device, dtype=half):
         out = model([images[0]])[0]
     assert out["masks"].shape[1:] == (1, *images[0].shape[1:]) and out["masks"].isfinite().all()
+
+
+# ------------------------------------------------------------------ issue 22, finding 6
+
+
+def _box(i, j, value):
+    def change(t):
+        boxes = t["boxes"].clone()
+        boxes[j] = torch.tensor(value)
+        return boxes
+    return bad(i, "boxes", change)
+
+
+@pytest.mark.parametrize(
+    "make_images, make_targets, match",
+    [
+        # a 1-channel image was accepted (the transform's 3-channel normalisation broadcasts it)
+        (lambda images: [images[0][:1], images[1]], lambda t: t,
+         r"MaskRCNN: images\[0\] must be an RGB Tensor\[3, H, W\], got Tensor of shape \(1, 128, 128\)"),
+        # 0/255 masks trained towards 255 (loss_mask 3.17 instead of 0.70)
+        (lambda images: images, bad(1, "masks", lambda t: t["masks"] * 255),
+         r'MaskRCNN: targets\[1\]\["masks"\] must hold 0 and 1 \(or be bool\), got values up to 255'),
+        # NaN passed the x2 > x1 check and gave NaN losses
+        (lambda images: images, _box(0, 1, [float("nan"), 10.0, 30.0, 30.0]),
+         r'targets\[0\]\["boxes"\] must have x2 > x1 and y2 > y1 \(x1, y1, x2, y2 with positive width and height\), '
+         r"all finite, got box 1 = \[nan, 10.0, 30.0, 30.0\]"),
+        (lambda images: images, _box(0, 0, [10.0, 10.0, float("inf"), 30.0]), r"all finite, got box 0"),
+        # a 1e6-pixel box failed with "cannot create std::vector larger than max_size()" (or bad_alloc)
+        (lambda images: images, _box(1, 0, [10.0, 10.0, 1e6, 1e6]),
+         r'targets\[1\]\["boxes"\] must lie within one image size of the image \(x in \[-128, 256\], '
+         r"y in \[-128, 256\] for this 128 x 128 image\), got box 0 = \[10.0, 10.0, 1000000.0, 1000000.0\]"),
+    ],
+)
+def test_targets_that_train_silently_wrong_or_crash_are_refused(batch, make_images, make_targets, match):
+    model = mask_rcnn(NUM_CLASSES)
+    with pytest.raises(ValueError, match=match):
+        model(make_images(batch[0]), make_targets(batch[1]))

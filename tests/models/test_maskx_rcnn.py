@@ -131,7 +131,7 @@ def test_mask_rois_keep_mask_classes_with_valid_masks(model):
     labels = [torch.tensor([0, 1, 2, 1, 3, 1]), torch.tensor([1, 0])]
     matched = [torch.tensor([0, 0, 1, 2, 3, 0]), torch.tensor([0, 0])]
     targets = [{"mask_valid": torch.tensor([True, True, False, True])}, {}]
-    keep = model.roi_heads._mask_rois(labels, matched, targets)
+    keep = model.roi_heads.mask_rois(labels, matched, targets)
     assert keep[0].tolist() == [1, 5] and keep[1].tolist() == [0]  # RoI 3's ground truth 2 lacks a mask
 
 

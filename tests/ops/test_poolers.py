@@ -211,3 +211,24 @@ def test_bad_forward_arguments():
         pooler(features, [torch.zeros(5, 5)], [(128, 128)])
     with pytest.raises(TypeError, match=r"roi_align: boxes must have the dtype of input \(torch.float32\)"):
         pooler(features, [boxes[0].double()], [(128, 128)])
+
+
+@pytest.mark.parametrize("box", [
+    [float("nan"), 0.0, 10.0, 10.0],
+    [0.0, 0.0, float("inf"), 10.0],
+    [10.0, 0.0, 0.0, 10.0],  # x2 < x1: a negative area
+])
+def test_fpn_levels_refuses_boxes_without_a_size(box):
+    # Issue 22, finding 5: NaN and negative-area boxes got level 9223372036854775806.
+    boxes = [torch.tensor([[0.0, 0.0, 50.0, 50.0]]), torch.tensor([box])]
+    with pytest.raises(ValueError, match=r"fpn_levels: boxes must be \(x1, y1, x2, y2\) with finite coordinates, "
+                                         r"x1 <= x2 and y1 <= y2, got box 1 of torch.cat\(boxes\)"):
+        fpn_levels(boxes, 2, 5)
+
+
+def test_fpn_levels_refuses_non_finite_settings():
+    boxes = [torch.tensor([[0.0, 0.0, 50.0, 50.0]])]
+    with pytest.raises(ValueError, match=r"fpn_levels: canonical_scale must be a finite number, got nan"):
+        fpn_levels(boxes, 2, 5, canonical_scale=float("nan"))
+    with pytest.raises(ValueError, match=r"fpn_levels: level_max must be >= 5, got 2"):
+        fpn_levels(boxes, 5, 2)

@@ -1,10 +1,12 @@
-"""segnotes.ops.roi_align against torchvision.ops.roi_align, a hand-computed case and gradcheck."""
+"""segnotes.ops.roi_align against torchvision.ops.roi_align and against the loops of
+segnotes.ops.roi_align_reference (the per-sample reference the book shows), a hand-computed case and gradcheck."""
 import importlib
 
 import pytest
 import torch
 import torchvision
 
+from segnotes.ops import roi_align_reference
 from segnotes.ops.roi_align import RoIAlign, roi_align
 
 # The module, not the function that segnotes.ops re-exports under the same name.
@@ -24,6 +26,16 @@ def test_matches_torchvision(device, dtype, aligned, sampling_ratio, spatial_sca
     assert ours.shape == (rois.shape[0], x.shape[1], 3, 4)
     torch.testing.assert_close(ours, ref, **TOL[dtype])
     torch.testing.assert_close(ours_grad, ref_grad, **TOL[dtype])
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("sampling_ratio", [-1, 2])
+@pytest.mark.parametrize("spatial_scale", [1.0, 1 / 16])
+def test_matches_the_per_sample_reference(aligned, sampling_ratio, spatial_scale):
+    # The vectorised op (matrix products over windows) against the loops a reader can follow, in float64.
+    x, rois = make_case(torch.float64, "cpu", spatial_scale, seed=4, num_boxes=16)
+    args = ((3, 4), spatial_scale, sampling_ratio, aligned)
+    torch.testing.assert_close(roi_align(x, rois, *args), roi_align_reference(x, rois, *args), **TOL[torch.float64])
 
 
 AUTOCAST_DTYPE = {"cpu": torch.bfloat16, "cuda": torch.float16}
@@ -257,3 +269,14 @@ def test_bad_arguments(change, error, message):
     args.update(change)
     with pytest.raises(error, match=message):
         roi_align(**args)
+
+
+# Issue 22, finding 5: NaN passed the "spatial_scale > 0" check and failed deep inside
+# ("cannot convert float NaN to integer").
+@pytest.mark.parametrize("scale", [float("nan"), float("inf")])
+def test_non_finite_spatial_scale_is_refused_by_name(scale):
+    x, boxes = torch.rand(1, 2, 8, 8), torch.tensor([[0.0, 1.0, 1.0, 4.0, 4.0]])
+    with pytest.raises(ValueError, match=rf"roi_align: spatial_scale must be a finite number, got {scale}"):
+        roi_align(x, boxes, 2, spatial_scale=scale)
+    with pytest.raises(ValueError, match=rf"RoIAlign: spatial_scale must be a finite number, got {scale}"):
+        RoIAlign(2, spatial_scale=scale, sampling_ratio=2)

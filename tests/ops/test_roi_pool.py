@@ -167,3 +167,11 @@ def test_bad_arguments(change, error, message):
     args.update(change)
     with pytest.raises(error, match=message):
         roi_pool(**args)
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf")])
+def test_non_finite_spatial_scale_is_refused_by_name(scale):
+    # Issue 22, finding 5 (the same check as roi_align's).
+    x, boxes = torch.rand(1, 2, 8, 8), torch.tensor([[0.0, 1.0, 1.0, 4.0, 4.0]])
+    with pytest.raises(ValueError, match=rf"roi_pool: spatial_scale must be a finite number, got {scale}"):
+        roi_pool(x, boxes, 2, spatial_scale=scale)

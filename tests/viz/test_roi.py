@@ -13,7 +13,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.ops import MultiScaleRoIAlign
 
-from segnotes.ops import roi_align, roi_pool
+from segnotes.ops import bilinear_interpolate, roi_align, roi_pool
 from segnotes.viz import (
     mask_rcnn_pipeline_figure,
     mask_rcnn_stages,
@@ -91,22 +91,8 @@ def test_roi_align_sample_points_hand_computed():
 
 
 def _interpolate(feature, x, y):
-    """Reference bilinear interpolation in the ops' coordinates (value of cell j at j + 0.5 here),
-    transcribed from torchvision's test_ops.bilinear_interpolate, border rules included."""
-    height, width = feature.shape
-    y, x = y - 0.5, x - 0.5
-    if y < -1.0 or y > height or x < -1.0 or x > width:
-        return 0.0
-    y, x = min(max(y, 0.0), height - 1.0), min(max(x, 0.0), width - 1.0)
-    y0, x0 = int(math.floor(y)), int(math.floor(x))
-    y1, x1 = min(y0 + 1, height - 1), min(x0 + 1, width - 1)
-    ly, lx = y - y0, x - x0
-    return (
-        (1 - ly) * (1 - lx) * feature[y0, x0]
-        + (1 - ly) * lx * feature[y0, x1]
-        + ly * (1 - lx) * feature[y1, x0]
-        + ly * lx * feature[y1, x1]
-    )
+    """segnotes.ops.bilinear_interpolate at a point of this module's coordinates (value of cell j at j + 0.5)."""
+    return bilinear_interpolate(feature[None], y - 0.5, x - 0.5)[0]
 
 
 @pytest.mark.parametrize("aligned", [True, False])
