@@ -2,11 +2,14 @@
 
 Modules:
     shapes    categories, rendering, ``generate``, checksums, statistics
-    datasets  torch Datasets (COCO-style instances, VOC-style semantic labels)
-    png       a deterministic PNG writer (byte-identical files on every machine)
+    datasets  torch Datasets: COCO-style instances (and as label maps), the shapes data set
+    voc       PASCAL VOC's layout: semantic labels and object instances
+    transforms  resize, flip, scale jitter, crop and normalisation of images with their masks and boxes
+    png       a deterministic PNG writer (byte-identical files on every machine), the VOC colour map
 """
-from .datasets import CocoInstances, ShapesInstances, ShapesSemantic, VOCSemantic
-from .png import encode_png, write_png
+from .datasets import CocoInstances, CocoSemantic, ShapesInstances, ShapesSemantic, load_rgb
+from .voc import VOC_CLASSES, VOCInstances, VOCSemantic
+from .png import encode_png, voc_palette, write_png
 from .shapes import (
     CATEGORIES,
     GROUPS,
@@ -19,7 +22,6 @@ from .shapes import (
     render,
     statistics,
     verify,
-    voc_palette,
     write_checksums,
 )
 
@@ -28,6 +30,10 @@ __all__ = [
     "GROUPS",
     "HANDLE_IN_MASK",
     "CocoInstances",
+    "CocoSemantic",
+    "VOCInstances",
+    "VOC_CLASSES",
+    "load_rgb",
     "Rendered",
     "ShapesInstances",
     "ShapesSemantic",

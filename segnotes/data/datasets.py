@@ -2,13 +2,18 @@
 
 Every dataset returns ``(image, target)`` with ``image`` a FloatTensor[3, H, W] in [0, 1]:
 
-* instance datasets (:class:`CocoInstances`, :class:`ShapesInstances`) give targets in
-  torchvision's detection format (``boxes``, ``labels``, ``masks``, ``image_id``, ``area``,
-  ``iscrowd``), ready for ``torchvision.models.detection.MaskRCNN``;
-* semantic datasets (:class:`VOCSemantic`, :class:`ShapesSemantic`) give a LongTensor[H, W]
-  of class ids with 255 kept as "ignore", ready for ``cross_entropy(ignore_index=255)``.
+* instance datasets (:class:`CocoInstances`, :class:`ShapesInstances`,
+  :class:`~segnotes.data.voc.VOCInstances`) give targets in torchvision's detection format
+  (``boxes``, ``labels``, ``masks``, ``image_id``, ``area``, ``iscrowd``), ready for
+  ``torchvision.models.detection.MaskRCNN``;
+* semantic datasets (:class:`~segnotes.data.voc.VOCSemantic`, :class:`ShapesSemantic`,
+  :class:`CocoSemantic`) give a LongTensor[H, W] of class ids with 255 kept as "ignore", ready
+  for ``cross_entropy(ignore_index=255)``.
 
-The optional ``transforms(image, target)`` runs on these tensors.
+The optional ``transforms(image, target)`` runs on these tensors (e.g.
+:mod:`segnotes.data.transforms`). Images of any 8-bit mode (greyscale, palette, RGBA, CMYK) are
+converted to RGB; a file that is missing, unreadable or of another kind (16-bit, float) is
+reported by name.
 """
 from __future__ import annotations
 
@@ -24,15 +29,21 @@ from PIL import Image
 from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.datasets import VOCSegmentation
-from torchvision.datasets.voc import DATASET_YEAR_DICT
 from torchvision.transforms.functional import pil_to_tensor
 
 from .._checks import check_choice, describe
 from ..metrics.coco import _check_box, _check_compressed_rles, _check_polygons, _check_uncompressed_rle, _rle_size
 from .shapes import CATEGORIES, GROUPS, SPLITS, default_root
 
-__all__ = ["CocoInstances", "ShapesInstances", "VOCSemantic", "ShapesSemantic"]
+__all__ = ["CocoInstances", "CocoSemantic", "ShapesInstances", "ShapesSemantic", "image_size", "load_rgb"]
+
+# 8-bit modes Pillow converts to RGB without losing meaning (alpha is dropped, CMYK and YCbCr are mapped).
+_RGB_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+def _check_mode(fn: str, path: Path, mode: str) -> None:
+    if mode not in _RGB_MODES:
+        raise ValueError(f"{fn}: image {path} has mode {mode!r} (16-bit or floating point); convert it to 8-bit RGB first")
 
 
 @contextlib.contextmanager
@@ -47,18 +58,56 @@ def _open_image(fn: str, what: str, path: Path):
 
 
 def _load_rgb(fn: str, path: Path) -> Tensor:
-    """An image file as FloatTensor[3, H, W] in [0, 1]."""
+    """An image file as FloatTensor[3, H, W] in [0, 1] (any 8-bit mode converted to RGB)."""
     with _open_image(fn, "image", path) as image:
+        _check_mode(fn, path, image.mode)
         return pil_to_tensor(image.convert("RGB")).float().div_(255.0)
 
 
-def _load_label(fn: str, path: Path, size: tuple[int, int]) -> Tensor:
-    """A palette (or greyscale) label PNG of ``size`` (H, W) as LongTensor[H, W] of indices; 255 stays 255."""
+def load_rgb(path, fn: str = "load_rgb") -> Tensor:
+    """An image file as FloatTensor[3, H, W] in [0, 1].
+
+    Greyscale, palette, RGBA (alpha dropped) and CMYK images are converted to RGB; a missing,
+    truncated or unreadable file raises an OSError naming it, a 16-bit or floating-point image a
+    ValueError.
+    """
+    return _load_rgb(fn, Path(path))
+
+
+def image_size(path, fn: str = "image_size", what: str = "image") -> tuple[int, int]:
+    """``(height, width)`` of an image file, from its header (the pixels are not decoded).
+
+    For ``what="image"`` the mode is checked too: one :func:`load_rgb` cannot convert gives the
+    same error as loading it would.
+
+    Raises:
+        FileNotFoundError: no such file.
+        OSError: the file is not an image Pillow can read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{fn}: {what} file {path} not found")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            mode = image.mode
+    except (OSError, SyntaxError) as error:
+        raise OSError(f"{fn}: cannot read the {what} {path}: {error}") from error
+    if what == "image":
+        _check_mode(fn, path, mode)
+    return height, width
+
+
+def _load_label(fn: str, path: Path, size: tuple[int, int] | None) -> Tensor:
+    """A palette (or greyscale) label PNG of ``size`` (H, W) as LongTensor[H, W] of indices; 255 stays 255.
+
+    ``size`` None skips the size check (the caller compares several maps itself).
+    """
     with _open_image(fn, "label", path) as image:
         if image.mode not in ("P", "L"):
             raise ValueError(f"{fn}: label {path} must be a palette or greyscale PNG, got mode {image.mode!r}")
         label = torch.from_numpy(np.array(image, dtype=np.int64))
-    if tuple(label.shape) != tuple(size):
+    if size is not None and tuple(label.shape) != tuple(size):
         raise ValueError(
             f"{fn}: label {path} is {label.shape[0]} x {label.shape[1]} pixels (H x W), but its image is "
             f"{size[0]} x {size[1]}"
@@ -113,12 +162,36 @@ class CocoInstances(Dataset):
             raise TypeError(f"{fn}: transforms must be callable or None, got {describe(transforms)}")
         if not isinstance(include_crowd, bool):
             raise TypeError(f"{fn}: include_crowd must be a bool, got {describe(include_crowd)}")
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            self.coco = COCO(str(self.ann_file))
-        _check_coco_file(fn, self.ann_file, self.coco.dataset)
+        self.coco = _read_coco(fn, self.ann_file)
         self.ids = sorted(self.coco.imgs)
         self.transforms = transforms
         self.include_crowd = include_crowd
+
+    def check_files(self) -> None:
+        """Check every image file: it exists, is readable and has the size the JSON gives.
+
+        Reads the files' headers only (the pixels are not decoded), so a data set can be checked
+        before training starts rather than fail in the middle of it.
+
+        Raises:
+            FileNotFoundError: an image file is missing.
+            OSError, ValueError: a file is unreadable, of a mode that cannot be converted, or of
+                another size than the JSON's ``height`` and ``width``; the message names the file.
+        """
+        fn = type(self).__name__
+        for image_id in self.ids:
+            self._check_size(fn, image_id, image_size(self._path(image_id), fn))
+
+    def _path(self, image_id: int) -> Path:
+        return self.image_dir / self.coco.imgs[image_id]["file_name"]
+
+    def _check_size(self, fn: str, image_id: int, size: tuple[int, int]) -> None:
+        info = self.coco.imgs[image_id]
+        if tuple(size) != (info["height"], info["width"]):
+            raise ValueError(
+                f"{fn}: image {self._path(image_id)} is {size[0]} x {size[1]} pixels (H x W), but {self.ann_file} "
+                f"says image id {image_id} is {info['height']} x {info['width']}"
+            )
 
     @property
     def categories(self) -> list[dict]:
@@ -137,14 +210,10 @@ class CocoInstances(Dataset):
     def _load(self, index: int) -> tuple[Tensor, dict]:
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
-        path = self.image_dir / info["file_name"]
-        image = _load_rgb(type(self).__name__, path)
+        fn = type(self).__name__
+        image = _load_rgb(fn, self._path(image_id))
         height, width = image.shape[1:]
-        if (height, width) != (info["height"], info["width"]):
-            raise ValueError(
-                f"{type(self).__name__}: image {path} is {height} x {width} pixels (H x W), but {self.ann_file} "
-                f"says image id {image_id} is {info['height']} x {info['width']}"
-            )
+        self._check_size(fn, image_id, (height, width))
         annotations = [
             a
             for a in self.coco.imgToAnns.get(image_id, [])
@@ -165,6 +234,63 @@ class CocoInstances(Dataset):
             iscrowd=torch.tensor([a.get("iscrowd", 0) for a in annotations], dtype=torch.int64),
         )
         return image, target
+
+
+def _read_coco(fn: str, ann_file: Path) -> COCO:
+    """A COCO annotation file, checked (:func:`_check_coco_file`); a file that is not JSON is named."""
+    try:
+        dataset = json.loads(Path(ann_file).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{fn}: {ann_file} is not a JSON file ({error})") from None
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("images"), list):
+        raise ValueError(f"{fn}: {ann_file} is not a COCO annotation file (no 'images' list)")
+    _check_coco_file(fn, Path(ann_file), dataset)
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    return coco
+
+
+class CocoSemantic(Dataset):
+    """A COCO instance data set seen as semantic segmentation: one label map per image.
+
+    Each pixel gets the label of the instance covering it (smaller instances drawn over larger
+    ones), 0 where there is none; crowd regions become 255 ("ignore"), as VOC's void.
+
+    Args:
+        instances (CocoInstances): the data set, read with its crowd annotations
+            (``include_crowd=True``) so that they can be ignored; without them they count as
+            background.
+        labels (dict of int to int): category id -> label (default: the id itself).
+        transforms: optional ``transforms(image, label) -> (image, label)``.
+
+    Item ``(image FloatTensor[3, H, W] in [0, 1], label LongTensor[H, W])``.
+    """
+
+    def __init__(self, instances: CocoInstances, labels: dict | None = None, transforms=None):
+        fn = type(self).__name__
+        if not isinstance(instances, CocoInstances):
+            raise TypeError(f"{fn}: instances must be a CocoInstances, got {describe(instances)}")
+        if transforms is not None and not callable(transforms):
+            raise TypeError(f"{fn}: transforms must be callable or None, got {describe(transforms)}")
+        self.instances, self.labels, self.transforms = instances, labels, transforms
+        self.coco = instances.coco
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image, target = self.instances._load(index)
+        label = torch.zeros(image.shape[1:], dtype=torch.int64)
+        order = torch.argsort(target["masks"].flatten(1).sum(1), descending=True, stable=True)  # large first
+        for k in order.tolist():
+            category = int(target["labels"][k])
+            value = 255 if target["iscrowd"][k] else (self.labels[category] if self.labels else category)
+            label[target["masks"][k].bool()] = value
+        if self.transforms is not None:
+            image, label = self.transforms(image, label)
+        return image, label
 
 
 _IMAGE_KEYS = ("id", "file_name", "height", "width")
@@ -295,49 +421,6 @@ class ShapesSemantic(Dataset):
         fn = type(self).__name__
         image = _load_rgb(fn, self.images[index])
         label = _load_label(fn, self.labels[index], image.shape[1:])
-        if self.transforms is not None:
-            image, label = self.transforms(image, label)
-        return image, label
-
-
-class VOCSemantic(VOCSegmentation):
-    """PASCAL VOC semantic segmentation as tensors: torchvision's ``VOCSegmentation`` without download.
-
-    Expects the real layout ``root/VOCdevkit/VOC2012/{JPEGImages, SegmentationClass,
-    ImageSets/Segmentation}`` (get it with ``torchvision.datasets.VOCSegmentation(root,
-    download=True)``).
-
-    Args:
-        root: the folder holding ``VOCdevkit``.
-        image_set: ``"train"``, ``"val"`` or ``"trainval"``.
-        year: ``"2007"`` to ``"2012"``.
-        transforms: optional ``transforms(image, label) -> (image, label)`` on tensors.
-
-    Item ``(image, label)``:
-        image (FloatTensor[3, H, W]): RGB in [0, 1].
-        label (LongTensor[H, W]): 0 background, 1..20 classes, 255 void (kept as ignore).
-    """
-
-    def __init__(self, root, image_set: str = "train", year: str = "2012", transforms=None):
-        fn = type(self).__name__
-        if not isinstance(root, (str, os.PathLike)):
-            raise TypeError(f"{fn}: root must be a str or os.PathLike, got {describe(root)}")
-        if transforms is not None and not callable(transforms):
-            raise TypeError(f"{fn}: transforms must be callable or None, got {describe(transforms)}")
-        try:
-            super().__init__(root, year=year, image_set=image_set, download=False)
-        except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"
-            voc_root = Path(root) / DATASET_YEAR_DICT[year]["base_dir"]
-            raise FileNotFoundError(
-                f"{fn}: no VOC{year} at {voc_root}; download it with "
-                f"`torchvision.datasets.VOCSegmentation({str(root)!r}, year={year!r}, download=True)`"
-            ) from error
-        self.transforms = transforms  # ours run on tensors, after loading
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        fn = type(self).__name__
-        image = _load_rgb(fn, Path(self.images[index]))
-        label = _load_label(fn, Path(self.masks[index]), image.shape[1:])
         if self.transforms is not None:
             image, label = self.transforms(image, label)
         return image, label

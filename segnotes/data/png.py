@@ -21,13 +21,35 @@ from pathlib import Path
 
 import numpy as np
 
-from .._checks import describe
+from .._checks import check_int, describe
 
-__all__ = ["encode_png", "write_png", "atomic_write"]
+__all__ = ["encode_png", "write_png", "atomic_write", "voc_palette"]
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOUR_TYPE_RGB = 2
 _COLOUR_TYPE_PALETTE = 3
+
+
+def voc_palette(num_colors: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map: index i -> RGB, by interleaving i's bits (255 -> cream void).
+
+    Bits 0, 1, 2 of each 3-bit group of i go to R, G, B, from the top bit of the colour down:
+    0 is black (background), 1 (128, 0, 0), 15 (192, 128, 128) (VOC's person), 255 (224, 224, 192).
+
+    Args:
+        num_colors (int): how many indices, 1 to 256.
+
+    Returns:
+        ndarray[num_colors, 3] (uint8): a fresh array.
+    """
+    check_int("voc_palette", "num_colors", num_colors, minimum=1)
+    if num_colors > 256:
+        raise ValueError(f"voc_palette: num_colors must be <= 256 (one byte per index), got {num_colors}")
+    index, palette = np.arange(num_colors), np.zeros((num_colors, 3), np.int64)
+    for bit in range(8):
+        for channel in range(3):
+            palette[:, channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
+    return palette.astype(np.uint8)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

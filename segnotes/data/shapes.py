@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from .._checks import check_choice, check_int, describe
 from ..metrics.coco import encode_masks
-from .png import atomic_write, write_png
+from .png import atomic_write, voc_palette, write_png
 
 __all__ = [
     "CATEGORIES",
@@ -69,7 +69,6 @@ __all__ = [
     "render",
     "statistics",
     "verify",
-    "voc_palette",
     "write_checksums",
 ]
 
@@ -134,19 +133,6 @@ def _unit(degrees: float) -> tuple[float, float]:
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     """A draw whose logarithm is uniform in [log low, log high), rounded with :func:`_q`."""
     return _q(low * math.exp(rng.random() * math.log(high / low)))
-
-
-def voc_palette() -> np.ndarray:
-    """The PASCAL VOC colour map: index i -> RGB, by interleaving i's bits (255 -> cream void).
-
-    Returns:
-        ndarray[256, 3] (uint8): a fresh array.
-    """
-    index, palette = np.arange(256), np.zeros((256, 3), np.int64)
-    for bit in range(8):  # bits 0, 1, 2 of each 3-bit group go to R, G, B, from the top bit down
-        for channel in range(3):
-            palette[:, channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
-    return palette.astype(np.uint8)
 
 
 def area_ranges(image_size: int = 128) -> dict[str, tuple[float, float]]:

@@ -4,7 +4,9 @@
     semantic_loss, semantic_step, detection_step, evaluate_semantic
     lr_factor, LRSchedule, make_scheduler, make_optimizer
     save_checkpoint, load_checkpoint, CheckpointError, get_rng_state, set_rng_state
+    distributed                 torchrun + DDP: process group, shards, gathering, rank 0 writes
 """
+from . import distributed
 from .checkpoint import (
     CheckpointError,
     get_rng_state,
@@ -25,6 +27,7 @@ from .loops import (
 from .schedule import OPTIMIZERS, SCHEDULES, LRSchedule, lr_factor, make_optimizer, make_scheduler
 
 __all__ = [
+    "distributed",
     "Trainer",
     "TrainConfig",
     "semantic_loss",

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from .._checks import check_choice, check_int, check_positive, check_range, check_tensor, describe
 from ..metrics.confusion import ConfusionMatrix
 from ..utils import model_device
+from . import distributed
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, seeded_rng_state, set_rng_state
 from .schedule import OPTIMIZERS, SCHEDULES, LRSchedule, check_schedule_factors, make_optimizer
 
@@ -173,8 +174,9 @@ def evaluate_semantic(
 
     Args:
         model (nn.Module): returns logits Tensor[N, K, H, W] (or torchvision's ``{"out": ...}``).
-        data: a Dataset of ``(image Tensor[3, H, W], target Tensor[H, W])``, read in order, or
-            any iterable of batches (e.g. a DataLoader with a DistributedSampler).
+        data: a Dataset of ``(image Tensor[3, H, W], target Tensor[H, W])``, read in order (under
+            torchrun each process reads its shard), or any iterable of batches (e.g. a
+            DataLoader with a DistributedSampler).
         num_classes (int): K.
         device: where to run; default the model's device.
         ignore_index (int): target label that is not counted.
@@ -192,8 +194,9 @@ def evaluate_semantic(
     if isinstance(data, Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
         # A private generator: creating a DataLoader iterator draws a seed, which must not come
         # from the global generator (a training run resumed after evaluation would diverge).
+        # Under torchrun each process reads its shard; the matrices are summed below.
         data = DataLoader(
-            data, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_fn,
+            distributed.shard(data), batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_fn,
             generator=torch.Generator(),
         )
     metric = ConfusionMatrix(num_classes, ignore_index).to(device)
@@ -312,6 +315,17 @@ def _default_meta(model: nn.Module) -> dict:
     return meta
 
 
+_RANK_SEED_STRIDE = 1_000_000  # rank r's generators start from config.seed + r * this
+
+
+def _wrap_for_processes(model: nn.Module, device: torch.device, find_unused_parameters: bool) -> nn.Module:
+    """``model`` in DistributedDataParallel when several processes train (as it is otherwise)."""
+    if not distributed.is_distributed() or isinstance(model, nn.parallel.DistributedDataParallel):
+        return model
+    device_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel / DataParallel wrapper (its state dict has no prefix)."""
     return model.module if isinstance(getattr(model, "module", None), nn.Module) else model
@@ -328,7 +342,8 @@ class Trainer:
     """Train a segmentation model, with checkpoints that resume exactly.
 
     Args:
-        model (nn.Module): moved to ``device``; may be wrapped in DistributedDataParallel.
+        model (nn.Module): moved to ``device``. Under torchrun (a process group of more than one
+            process) it is wrapped in DistributedDataParallel, unless it already is.
         train_set (Dataset): yields what ``step_fn`` expects (default: ``(image, target)`` pairs).
         config (TrainConfig): settings; default ``TrainConfig()``.
         val_set (Dataset): evaluated with :func:`evaluate_semantic` when ``num_classes`` is given.
@@ -342,10 +357,20 @@ class Trainer:
         eval_fn: ``eval_fn(model) -> dict`` of metrics, replacing the default evaluation.
         collate_fn: DataLoader collate function (detection data needs one that keeps lists).
         sampler_fn: ``sampler_fn(epoch) -> sequence of dataset indices`` giving each epoch's
-            order (e.g. this process's shard under DDP); default a permutation drawn from a
-            generator seeded with ``(config.seed, epoch)``.
+            order (e.g. this process's shard under DDP: :func:`~segnotes.engine.distributed.epoch_order`);
+            default a permutation drawn from a generator seeded with ``(config.seed, epoch)``.
         optimizer: a ready optimizer instead of :func:`make_optimizer`'s.
-        progress (bool): tqdm bars with loss and images/s (False in notebooks run by nbval).
+        progress (bool): tqdm bars with loss and images/s (False in notebooks run by nbval;
+            shown by rank 0 only).
+        find_unused_parameters (bool): DDP's option, for models whose steps leave some
+            parameters without a gradient.
+        on_history: called with each new :attr:`history` entry, by rank 0 only (e.g. to write
+            the scores of each epoch to a file).
+
+    Several processes: the data order must give each process its shard (``sampler_fn``); the
+    logged loss is the mean over processes; rank r draws dropout and augmentations from
+    ``config.seed + 1_000_000 * r``; checkpoints are written by rank 0 and hold every rank's
+    generator states, so a run resumes exactly, with the same number of processes.
 
     Attributes:
         history (list of dict): one entry per log and per evaluation, with ``kind``
@@ -372,6 +397,8 @@ class Trainer:
         sampler_fn: Callable[[int], Sequence[int]] | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         progress: bool = True,
+        find_unused_parameters: bool = False,
+        on_history: Callable[[dict], None] | None = None,
     ) -> None:
         fn = "Trainer"
         if not isinstance(model, nn.Module):
@@ -381,7 +408,7 @@ class Trainer:
             raise TypeError(f"{fn}: config must be a TrainConfig, got {describe(config)}")
         self.config = config
         self.device = torch.device(device)
-        self.model = model.to(self.device)
+        self.model = _wrap_for_processes(model.to(self.device), self.device, find_unused_parameters)
         self.train_set = train_set
         self.val_set = val_set
         self.num_classes = num_classes if num_classes is not None else getattr(_unwrap(model), "num_classes", None)
@@ -391,7 +418,8 @@ class Trainer:
         self.eval_fn = eval_fn
         self.collate_fn = collate_fn
         self.sampler_fn = sampler_fn or self._default_order
-        self.progress = progress
+        self.progress = progress and distributed.is_main_process()
+        self.on_history = on_history
 
         self.optimizer = optimizer or make_optimizer(
             self.model, config.optimizer, config.lr, momentum=config.momentum,
@@ -421,7 +449,8 @@ class Trainer:
         self.step_in_epoch = 0
         self.seconds = 0.0
         self._running = self._empty_running()
-        self._rng = seeded_rng_state(config.seed, self.device)  # the run's generators, swapped in by fit
+        # The run's generators, swapped in by fit; each process draws its own augmentations.
+        self._rng = seeded_rng_state(config.seed + _RANK_SEED_STRIDE * distributed.rank(), self.device)
         self._in_run = False
 
     # -- data order ------------------------------------------------------------------------------
@@ -574,6 +603,11 @@ class Trainer:
         run = self._running
         if run["steps"] == 0:
             return
+        if distributed.is_distributed():  # every process gets here at the same step
+            keys = list(run["logs"])
+            loss, *logs = distributed.mean_over_processes([run["loss"], *(run["logs"][k] for k in keys)])
+            images = run["images"] * distributed.world_size()  # as many per process: padded shards
+            run = {**run, "loss": loss, "images": images, "logs": dict(zip(keys, logs))}
         entry = {
             "kind": "train",
             "epoch": self.epoch,
@@ -584,8 +618,13 @@ class Trainer:
             "seconds": self.seconds,
         }
         entry.update({key: total / run["steps"] for key, total in run["logs"].items()})
-        self.history.append(entry)
+        self._record(entry)
         self._running = self._empty_running()
+
+    def _record(self, entry: dict) -> None:
+        self.history.append(entry)
+        if self.on_history is not None and distributed.is_main_process():
+            self.on_history(entry)
 
     def _end_epoch(self) -> None:
         self._log_train()
@@ -605,13 +644,15 @@ class Trainer:
         self.seconds += seconds
         entry = {"kind": "eval", "epoch": self.epoch, "step": self.step, "seconds": self.seconds, "eval_seconds": seconds}
         entry.update({key: _plain(value) for key, value in metrics.items()})
-        self.history.append(entry)
+        self._record(entry)
 
     def evaluate(self) -> dict | None:
         """Metrics of the current model: ``eval_fn(model)``, or :func:`evaluate_semantic` on
-        ``val_set``; None when there is neither."""
+        ``val_set``; None when there is neither (or when ``eval_fn`` returns None, as a process
+        other than rank 0 does when the results are gathered there)."""
         if self.eval_fn is not None:
-            return dict(self.eval_fn(self.model))
+            metrics = self.eval_fn(self.model)
+            return None if metrics is None else dict(metrics)
         if self.val_set is None or self.num_classes is None:
             return None
         return evaluate_semantic(
@@ -622,9 +663,20 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------------
 
+    @property
+    def unwrapped_model(self) -> nn.Module:
+        """The model without its DistributedDataParallel wrapper (the one to save and evaluate)."""
+        return _unwrap(self.model)
+
     def state_dict(self) -> dict:
-        """Everything a resumed run needs, as tensors and plain containers."""
+        """Everything a resumed run needs, as tensors and plain containers.
+
+        Under torchrun every process must call it (it gathers their generator states).
+        """
         rng = get_rng_state(self.device) if self._in_run else self._rng
+        extra = {}
+        if distributed.is_distributed():
+            extra = {"world_size": distributed.world_size(), "rng_ranks": distributed.all_gather(rng)}
         return {
             "model": _unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -640,6 +692,7 @@ class Trainer:
             "config": dataclasses.asdict(self.config),
             "meta": self.meta,
             "history": self.history,
+            **extra,
         }
 
     def load_state_dict(self, state: Mapping) -> None:
@@ -648,14 +701,21 @@ class Trainer:
         Raises:
             ValueError: the state was saved with a :class:`TrainConfig` that differs in a field
                 that decides what the run computes (all but ``num_workers``, ``log_every``,
-                ``eval_every`` and ``checkpoint_every``), or with another optimizer class; the
-                message names the fields.
+                ``eval_every`` and ``checkpoint_every``), or with another optimizer class, or by
+                another number of processes (torchrun); the message names what differs.
         """
         self._check_resumable("Trainer.load_state_dict", "the state", state)
         self._restore(state)
 
     def _check_resumable(self, fn: str, where: str, state: Mapping) -> None:
         """Refuse a state saved with settings this run does not share (see :meth:`load_state_dict`)."""
+        written_by = state.get("world_size", 1)
+        if written_by != distributed.world_size():
+            raise ValueError(
+                f"{fn}: {where} was written by {written_by} process(es) and this run has {distributed.world_size()}; "
+                f"resume it with torchrun --nproc_per_node={written_by} (the data shards and generator states depend "
+                "on the number)"
+            )
         differ = _config_differences(state["config"], self.config) if "config" in state else []
         saved_optimizer = state.get("optimizer_class")
         if saved_optimizer is not None and saved_optimizer != type(self.optimizer).__name__:
@@ -677,15 +737,19 @@ class Trainer:
         self.seconds = state["seconds"]
         self._running = state["running"]
         self.history = list(state["history"])
+        rng = state["rng_ranks"][distributed.rank()] if "rng_ranks" in state else state["rng"]
         if self._in_run:
-            set_rng_state(state["rng"], self.device)
+            set_rng_state(rng, self.device)
         else:
-            self._rng = state["rng"]
+            self._rng = rng
 
     def save(self, path: str | os.PathLike | None = None, *, half: bool = False) -> Path:
-        """Write :meth:`state_dict` to ``path`` (default ``checkpoint_path``) atomically."""
+        """Write :meth:`state_dict` to ``path`` (default ``checkpoint_path``) atomically (rank 0 only)."""
         path = self._path("Trainer.save", path)
-        return save_checkpoint(path, half=half, **self.state_dict())
+        state = self.state_dict()  # every process: it gathers their generators
+        if distributed.is_main_process():
+            save_checkpoint(path, half=half, **state)
+        return path
 
     def load(self, path: str | os.PathLike | None = None) -> None:
         """Load a checkpoint written by :meth:`save`; its meta must match :attr:`meta`."""

@@ -22,20 +22,11 @@ import types
 import typing
 from pathlib import Path
 
-from ..cli import int_at_least
-from . import fcn, lse, mask_rcnn
-from .fcn import REPOSITORY_CHECKPOINTS
-from .runner import _chapter, run_all
+from .._args import int_at_least
+from .chapters import CHAPTERS
+from .runner import REPOSITORY_CHECKPOINTS, Chapter, run_all
 
 __all__ = ["main", "build_parser", "override_recipe"]
-
-# chapter -> (recipe with the defaults make checkpoints trains, its runs, its is_done)
-CHAPTERS = {
-    "fcn": lambda: (fcn.FCNRecipe(), fcn.fcn_runs, fcn.is_done),
-    "mask_rcnn": lambda: (mask_rcnn.MaskRCNNRecipe(), mask_rcnn.mask_rcnn_runs, mask_rcnn.is_done),
-    "lse": lambda: (lse.LSERecipe(), lse.lse_runs, lse.is_done),
-}
-
 
 _positive_int = int_at_least(1)
 _BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
@@ -119,15 +110,14 @@ def _recipe_record(chapter: str, recipe, out: Path, write: bool) -> None:
         temporary.replace(path)
 
 
-def _check_finished_runs(recipe, runs, out: Path, changed: list[str]) -> None:
+def _check_finished_runs(chapter: Chapter, recipe, runs, out: Path, changed: list[str]) -> None:
     """Refuse finished runs in ``out`` that were trained with other values of the ``--set`` fields."""
     if not changed:  # nothing to compare: do not read every checkpoint
         return
-    module = _chapter(recipe)
     for spec in runs:
-        if not module.is_done(out, spec.name):
+        if not chapter.is_done(out, spec.name):
             continue
-        stored = module.load_run(out, spec.name)["meta"].get("recipe", {})
+        stored = chapter.load_run(out, spec.name)["meta"].get("recipe", {})
         for field in changed:
             want = getattr(recipe, field)
             have = stored.get(field)
@@ -143,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m segnotes.experiments",
         description="Train the checkpoints the book's chapters load (resumable; finished runs are skipped).",
     )
-    parser.add_argument("chapter", choices=("all", *CHAPTERS), help="'all' or one chapter's experiments")
+    parser.add_argument("chapter", choices=("all", *(c.name for c in CHAPTERS)), help="'all' or one chapter's experiments")
     parser.add_argument("--out", type=Path, default=Path("data/checkpoints"), help="checkpoint root (default data/checkpoints)")
     parser.add_argument("--jobs", type=_positive_int, default=1, help="runs trained at once, one process each (default 1)")
     parser.add_argument("--threads", type=_positive_int, default=1, help="torch threads per process (default 1; results depend on it)")
@@ -174,28 +164,27 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)  # for --jobs 1, which trains in this process
-    chapters = tuple(CHAPTERS) if args.chapter == "all" else (args.chapter,)
+    chapters = [c for c in CHAPTERS if args.chapter in ("all", c.name)]
     changed = [text.partition("=")[0].strip() for text in args.overrides]
     plans = []  # every chapter's recipe and runs, checked before any training starts
     for chapter in chapters:
-        recipe, make_runs, is_done = CHAPTERS[chapter]()
         try:
-            recipe = override_recipe(recipe, args.overrides)
-            runs = make_runs(recipe)
-            _check_finished_runs(recipe, runs, args.out, changed)
+            recipe = override_recipe(chapter.recipe(), args.overrides)
+            runs = chapter.runs(recipe)
+            _check_finished_runs(chapter, recipe, runs, args.out, changed)
             if not book_root:
-                _recipe_record(chapter, recipe, args.out, write=not args.list)
+                _recipe_record(chapter.name, recipe, args.out, write=not args.list)
         except (TypeError, ValueError) as error:
-            parser.error(f"{chapter}: {error}")
-        plans.append((chapter, recipe, runs, is_done))
-    for chapter, recipe, runs, is_done in plans:
+            parser.error(f"{chapter.name}: {error}")
+        plans.append((chapter, recipe, runs))
+    for chapter, recipe, runs in plans:
         if args.list:
             for spec in runs:
-                print(f"{'done' if is_done(args.out, spec.name) else 'todo'}  {spec.name}")
+                print(f"{'done' if chapter.is_done(args.out, spec.name) else 'todo'}  {spec.name}")
             continue
         start = time.perf_counter()
-        log = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {chapter}: {text}", flush=True)
-        data_root = args.handles_root if chapter == "lse" else args.data_root
+        log = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {chapter.name}: {text}", flush=True)
+        data_root = {"shapes": args.data_root, "shapes_handles": args.handles_root}[chapter.data_set]
         trained = run_all(runs, recipe, args.out, jobs=args.jobs, data_root=data_root, device=device,
                           threads=args.threads, log=log)
         log(f"{len(trained)} runs trained, {len(runs) - len(trained)} already done, {(time.perf_counter() - start) / 60:.1f} min")

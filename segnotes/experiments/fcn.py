@@ -31,24 +31,22 @@ from __future__ import annotations
 import copy
 import functools
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .. import hub
 from .._checks import check_choice, check_int, check_positive, check_range, check_tensor, describe
 from ..engine import TrainConfig, Trainer, semantic_loss
 from ..metrics import ConfusionMatrix
 from ..models import FCN, fcn
 from ..models.fcn import VARIANTS
+from ..engine import distributed
 from ..utils import model_device
-from .runner import RunFiles, download_root, finish_run, run_all
+from .runner import REPOSITORY_CHECKPOINTS, Chapter, checkpoint_root, run_all
 
 __all__ = [
     "FCNRecipe",
@@ -60,11 +58,11 @@ __all__ = [
     "stride_ceiling",
     "sampled_semantic_step",
     "checkpoint_root",
+    "CHAPTER",
     "run_path",
     "is_done",
     "load_run",
     "load_run_model",
-    "train_run",
     "training_memory_format",
     "run_all",
 ]
@@ -74,41 +72,24 @@ __all__ = [
 class FCNRecipe:
     """Settings shared by all FCN runs (the defaults are what ``make checkpoints`` trains).
 
+    The pilot runs behind the defaults are recorded in ``data/checkpoints/README.md``, next to
+    the setting each one chose.
+
     Attributes:
         backbone: ``"vgg_small"`` (default) or ``"vgg16"``.
         num_classes: K, background included (shapes: 10).
         seeds: one staged chain and its controls per seed.
         batch_size: images per SGD step.
-        base_epochs: epochs of the FCN-32s base run.
+        base_epochs: epochs of the FCN-32s base run (FCN-32s levels off early).
         stage_epochs: epochs of the FCN-16s stage and of its control.
         last_stage_epochs: epochs of the FCN-8s stage (None: ``stage_epochs``); its control trains
-            as many pixels (see ``image_size``). FCN-32s from scratch levels off early (at about
-            0.38 mean IU after 13 of 24 epochs), while the finer nets keep learning: the chain
-            spends its steps where they pay. From the same FCN-16s (seed 0), at rate 2e-3, the stage
-            reached 0.772 mean IU after 22 epochs of whole images and 0.820 after 60 epochs of 96 px
-            windows with quarter turns and channel orders, in about 1.5x the time. The latter fits
-            its training images no better than the val images (0.828 vs 0.821 on 300 of each):
-            FCN-8s is short of training, not of data. At rate 1e-2 (see ``stage_lr``) the stage
-            trains 55 epochs: over the three seeds 0.822 mean IU, against 0.819 after 60 epochs at
-            2e-3, in 8% fewer steps. Longer stages gain little: on a GPU (H200, the same FCN-16s
-            parent), 55 / 80 epochs reached 0.819 / 0.833 on the 500 val images, and a 110-epoch
-            stage 0.836 on the 100 monitor images at its epoch 101 (stopped there); FCN-8s levels
-            off near 0.84 on this data, limited by the 3 px parts of crosses and bars (IU 0.61-0.69).
+            as many pixels (see ``image_size``). Long, because FCN-8s keeps learning.
         control_seeds: seeds whose chain gets the equal-compute FCN-32s controls (None: all
-            seeds). FCN-32s has levelled off by the end of its base run, so one seed's controls
-            show what the extra steps alone are worth, at a third of the cost.
-        optimizer: ``"adamw"`` (default) or ``"sgd"`` (the paper's, with momentum ``momentum``).
-            The paper fine-tuned ImageNet weights with SGD; trained from scratch, ``vgg_small``
-            learns faster with AdamW: after 3 epochs (poly decay) an FCN-8s reached 0.20 mean IU
-            on 200 val images with AdamW at 3e-3 against 0.15 with SGD at 0.05, and after 20
-            epochs 0.78 with AdamW. The SGD recipe of an earlier version of the book (6 + 3 + 3
-            epochs, rate 0.05) left FCN-8s at 0.35.
-        base_lr, stage_lr: learning rates of the base run and of the stages (and controls). The
-            FCN-8s stage gains from a high rate: from the same FCN-16s (seed 0), 20 epochs of
-            windows reached 0.771 / 0.780 / 0.786 mean IU (500 val images) at 2e-3 / 5e-3 / 1e-2,
-            while the FCN-16s stage is indifferent (0.579 / 0.582 / 0.580 after its 8 epochs). Over
-            the full 55 epochs (GPU) a higher rate adds nothing: 0.819 at 1e-2, 0.821 at 2e-2;
-            weight decay 5e-2 gave 0.812, and batch 16 at 2e-2 0.818 (in half the steps).
+            seeds); FCN-32s has levelled off by the end of its base run.
+        optimizer: ``"adamw"`` (default: from scratch, ``vgg_small`` learns faster with it) or
+            ``"sgd"`` (the paper's, with momentum ``momentum``).
+        base_lr, stage_lr: learning rates of the base run and of the stages (and controls); the
+            FCN-8s stage gains from a high rate.
         weight_decay: weight decay (decoupled for AdamW, L2 for SGD).
         warmup_steps: linear warmup of the base run.
         stage_warmup_steps: linear warmup of each stage (useful with AdamW, whose fresh state
@@ -116,16 +97,11 @@ class FCNRecipe:
         power: exponent of the poly decay ``(1 - t) ** power`` used by every run.
         flip: random horizontal flips (the categories are mirror symmetric).
         rotate, permute_channels: random quarter turns and RGB channel orders of the training
-            images (see :class:`InMemorySegmentation`), for the ``augmented_variants`` only. On the
-            whole chain they cost the coarse nets 1-2 points (seed 0: 0.277 / 0.568 / 0.782 mean IU
-            for FCN-32s / 16s / 8s against 0.301 / 0.578 / 0.772 without), which do not overfit,
-            and give FCN-8s about a point, which does (train 0.85 vs val 0.77 without).
+            images (see :class:`InMemorySegmentation`), for the ``augmented_variants`` only: they
+            help FCN-8s, which overfits, and cost the coarse nets, which do not.
         crop: train the ``augmented_variants`` on random ``crop`` x ``crop`` windows (None: whole
-            images; see :class:`InMemorySegmentation`). A 96 px window of a 128 px image costs
-            about 60% of a step on the whole image and learns nearly as much: FCN-8s from scratch,
-            40 epochs, reached 0.802 mean IU on windows (200 val images; 0.808 with ``rotate`` and
-            ``permute_channels``), against 0.788 on whole images in 70% more time. FCN-32s cannot
-            use them: a 96 px window is 3 x 3 of its cells (0.127 after its 10 base epochs).
+            images; see :class:`InMemorySegmentation`): cheaper steps that learn nearly as much,
+            except for FCN-32s, for which a window holds few cells.
         augmented_variants: the variants whose runs train with ``rotate``, ``permute_channels``
             and ``crop`` (the FCN-8s stage, the from-scratch FCN-8s and the loss-sampling run);
             the others train on whole images with ``flip`` only.
@@ -419,11 +395,11 @@ class InMemorySegmentation(Dataset):
         return image.contiguous(), label.contiguous()
 
 
-def _load_data(recipe: FCNRecipe, data_root, variant: str) -> tuple[Dataset, Dataset]:
-    """``(train, val)`` of the shapes set, the training images augmented as ``recipe`` says for ``variant``."""
+def _load_data(spec: RunSpec, recipe: FCNRecipe, data_root) -> tuple[Dataset, Dataset]:
+    """``(train, val)`` of the shapes set, the training images augmented as ``recipe`` says for the run's variant."""
     from ..data import ShapesSemantic
 
-    augment = recipe.augments(variant)
+    augment = recipe.augments(spec.variant)
     train = InMemorySegmentation(
         ShapesSemantic(data_root, "train"), recipe.train_images, flip=recipe.flip,
         rotate=augment and recipe.rotate, permute_channels=augment and recipe.permute_channels,
@@ -510,7 +486,8 @@ def evaluate_fcn(
 
     Args:
         model (nn.Module): returns logits Tensor[N, K, H, W].
-        dataset (Dataset): ``(image Tensor[3, H, W], label Tensor[H, W])``, read in order.
+        dataset (Dataset): ``(image Tensor[3, H, W], label Tensor[H, W])``, read in order (under
+            torchrun each process reads its shard; the counts are summed over processes).
         num_classes (int): K.
         boundary_widths (sequence of int): for each d, the scores restricted to
             :func:`boundary_band` ``(label, d)``.
@@ -531,7 +508,8 @@ def evaluate_fcn(
     device = model_device(model) if device is None else torch.device(device)
     overall = ConfusionMatrix(num_classes, ignore_index).to(device)
     bands = {w: ConfusionMatrix(num_classes, ignore_index).to(device) for w in boundary_widths}
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator())
+    # Under torchrun each process scores its shard and the counts are summed below.
+    loader = DataLoader(distributed.shard(dataset), batch_size=batch_size, shuffle=False, generator=torch.Generator())
     was_training = model.training
     model.eval()
     try:
@@ -545,8 +523,8 @@ def evaluate_fcn(
                     matrix.update(pred, torch.where(in_band, targets, torch.full_like(targets, ignore_index)))
     finally:
         model.train(was_training)
-    scores = _plain_scores(overall.compute())
-    scores["boundary"] = {str(w): _plain_scores(m.compute()) for w, m in bands.items()}
+    scores = _plain_scores(overall.all_reduce().compute())
+    scores["boundary"] = {str(w): _plain_scores(m.all_reduce().compute()) for w, m in bands.items()}
     return scores
 
 
@@ -612,58 +590,21 @@ def _plain_scores(scores: Mapping) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# Running
+# The chapter: model, trainer, scores
 
 
-REPOSITORY_CHECKPOINTS = Path(__file__).resolve().parents[2] / "data" / "checkpoints"  # the committed ones
-
-
-def checkpoint_root() -> Path:
-    """Where the book's checkpoints live: ``$SEGNOTES_CHECKPOINTS`` if set; else ``<repo>/data/checkpoints``
-    in a source checkout (``make checkpoints`` writes there); else the download cache
-    (``~/.cache/segnotes/checkpoints``, see :mod:`segnotes.hub`), into which ``load_run`` fetches
-    each checkpoint on first use.
-    """
-    if os.environ.get("SEGNOTES_CHECKPOINTS"):
-        return Path(os.environ["SEGNOTES_CHECKPOINTS"]).expanduser()
-    if hub.checkout_data() is not None:
-        return REPOSITORY_CHECKPOINTS
-    return download_root()
-
-
-_FILES = RunFiles("fcn")
-run_path, is_done, load_run, _partial_path = _FILES.run_path, _FILES.is_done, _FILES.load_run, _FILES.partial_path
-
-
-def load_run_model(out: str | Path, name: str, device: torch.device | str = "cpu") -> FCN:
-    """The trained model of a finished run, in eval mode.
-
-    Raises:
-        ValueError: the run was saved without weights (``keep_weights=False``).
-    """
-    state = load_run(out, name)
-    if state["model"] is None:
-        raise ValueError(f"load_run_model: run {name!r} was saved without weights (keep_weights=False)")
-    meta = state["meta"]
-    model = fcn(meta["variant"], meta["num_classes"], meta["backbone_name"])
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()
-
-
-def _build_model(spec: RunSpec, recipe: FCNRecipe, out) -> FCN:
-    """The run's initial model: seeded random init, or its parent's weights (staged init)."""
-    if spec.parent is None:
-        # Seed the initialisation without touching the caller's global generator.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(spec.seed)
-            return fcn(spec.variant, recipe.num_classes, recipe.backbone)
-    if not is_done(out, spec.parent):
-        raise RuntimeError(f"train_run: run {spec.name!r} needs its parent {spec.parent!r}, which has not finished")
-    parent = load_run_model(out, spec.parent)
-    parent.train()
+def _build_model(spec: RunSpec, recipe: FCNRecipe, parent: FCN | None) -> FCN:
+    """The run's initial model: a fresh FCN (the runner seeds it), or built from its parent's
+    trained model (staged init)."""
+    if parent is None:
+        return fcn(spec.variant, recipe.num_classes, recipe.backbone)
     if spec.variant == parent.variant:  # a control: the same net, trained on
         return copy.deepcopy(parent)
     return FCN.from_parent(parent, spec.variant)
+
+
+def _rebuild(meta: dict) -> FCN:
+    return fcn(meta["variant"], meta["num_classes"], meta["backbone_name"])
 
 
 def _freeze_upsampling(model: FCN) -> None:
@@ -674,7 +615,7 @@ def _freeze_upsampling(model: FCN) -> None:
 
 
 def training_memory_format(device: torch.device | str) -> torch.memory_format:
-    """The layout :func:`train_run` gives the model's weights on ``device``.
+    """The layout :func:`~segnotes.experiments.train_run` gives an FCN's weights on ``device``.
 
     channels_last (NHWC) on a CPU, where oneDNN's convolutions run 20-30% faster in it (the inputs
     may stay NCHW); NCHW on a GPU, where channels_last made FCN-32s's float32 training step 0.61x
@@ -684,41 +625,9 @@ def training_memory_format(device: torch.device | str) -> torch.memory_format:
     return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
 
 
-def train_run(
-    spec: RunSpec,
-    recipe: FCNRecipe,
-    out: str | Path,
-    *,
-    data_root=None,
-    data: tuple[Dataset, Dataset] | None = None,
-    device: torch.device | str = "cpu",
-    progress: bool = False,
-    stop_at_step: int | None = None,
-) -> dict | None:
-    """Train one run (or resume it, or skip it when finished) and write its checkpoint.
-
-    Args:
-        spec (RunSpec): the run.
-        recipe (FCNRecipe): shared settings.
-        out: checkpoint root; files go to ``<out>/fcn/``.
-        data_root: the shapes data set's folder (default :func:`segnotes.data.default_root`).
-        data: ``(train, val)`` data sets instead of loading the shapes set (tests).
-        device: where to train.
-        progress (bool): tqdm bars.
-        stop_at_step (int): interrupt after this many steps (tests); the partial checkpoint stays.
-
-    Returns:
-        dict: the finished run's ``meta``; None when interrupted by ``stop_at_step``.
-    """
-    fn = "train_run"
-    if not isinstance(spec, RunSpec):
-        raise TypeError(f"{fn}: spec must be a RunSpec, got {describe(spec)}")
-    if not isinstance(recipe, FCNRecipe):
-        raise TypeError(f"{fn}: recipe must be an FCNRecipe, got {describe(recipe)}")
-    if is_done(out, spec.name):
-        return load_run(out, spec.name)["meta"]
-    train_set, val_set = data if data is not None else _load_data(recipe, data_root, spec.variant)
-    model = _build_model(spec, recipe, out).to(memory_format=training_memory_format(device))
+def _trainer(model: FCN, train_set, val_set, spec: RunSpec, recipe: FCNRecipe, *, checkpoint_path, device,
+             progress) -> Trainer:
+    model = model.to(memory_format=training_memory_format(device))
     if not spec.learn_upsampling:
         _freeze_upsampling(model)
     config = TrainConfig(
@@ -730,30 +639,20 @@ def train_run(
     step_fn = None
     if spec.loss_fraction < 1:
         step_fn = functools.partial(sampled_semantic_step, fraction=spec.loss_fraction, cell=32)
-    trainer = Trainer(
-        model, train_set, config, device=device, checkpoint_path=_partial_path(out, spec.name),
+    return Trainer(
+        model, train_set, config, device=device, checkpoint_path=checkpoint_path,
         meta={"run": spec.name}, step_fn=step_fn, progress=progress,
         eval_fn=lambda m: evaluate_fcn(m, monitor, recipe.num_classes, batch_size=16),
     )
-    stop = stop_at_step
-    if spec.stop_epoch is not None:
-        end = spec.stop_epoch * trainer.steps_per_epoch
-        stop = end if stop is None else min(stop, end)
-    trainer.fit(resume=True, stop_at_step=stop)
-    if stop_at_step is not None and trainer.step >= stop_at_step and not _finished(trainer, spec):
-        return None
-    return _finish(trainer, spec, recipe, out, val_set)
 
 
-def _finished(trainer: Trainer, spec: RunSpec) -> bool:
-    if spec.stop_epoch is not None:
-        return trainer.step >= spec.stop_epoch * trainer.steps_per_epoch
-    return trainer.epoch >= trainer.config.epochs
+def _evaluate(model: FCN, val_set: Dataset, recipe: FCNRecipe) -> dict:
+    return evaluate_fcn(model, val_set, recipe.num_classes, boundary_widths=recipe.boundary_widths)
 
 
-def _finish(trainer: Trainer, spec: RunSpec, recipe: FCNRecipe, out, val_set: Dataset) -> dict:
-    """Score the float32 and the float16-stored weights on the whole val set; write ``<name>.pt``."""
-    evaluate = functools.partial(
-        evaluate_fcn, dataset=val_set, num_classes=recipe.num_classes, boundary_widths=recipe.boundary_widths
-    )
-    return finish_run(trainer, spec, recipe, run_path(out, spec.name), _partial_path(out, spec.name), evaluate)
+CHAPTER = Chapter(
+    name="fcn", recipe=FCNRecipe, spec=RunSpec, runs=fcn_runs, build=_build_model, rebuild=_rebuild,
+    data=_load_data, trainer=_trainer, evaluate=_evaluate,
+)
+run_path, is_done, load_run, load_run_model = CHAPTER.run_path, CHAPTER.is_done, CHAPTER.load_run, CHAPTER.load_run_model
+_partial_path = CHAPTER.partial_path

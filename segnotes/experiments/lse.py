@@ -50,16 +50,16 @@ from .._checks import check_choice, check_int, check_positive, check_range, desc
 from ..engine import Trainer, detection_step
 from ..metrics.coco import decode_segmentation
 from ..utils import model_device
-from .mask_rcnn import (
-    _coco_of,
-    _flat,
+from .detection import (
     box_and_mask_ap,
+    coco_of,
     collate_instances,
     detect_for_ap,
     detection_trainer,
+    flat_scores,
     hflip_instances,
 )
-from .runner import RunFiles, finish_run, run_all
+from .runner import Chapter, run_all
 
 __all__ = [
     "LSERecipe",
@@ -72,11 +72,12 @@ __all__ = [
     "masks_given_boxes",
     "evaluate_lse",
     "handles_root",
+    "build_model",
+    "CHAPTER",
     "run_path",
     "is_done",
     "load_run",
     "load_run_model",
-    "train_run",
     "run_all",
 ]
 
@@ -244,11 +245,11 @@ def mask_split(direction: str) -> tuple[tuple[int, ...], str | tuple[int, ...]]:
     return GROUPS[masked], withheld
 
 
-def _load_data(recipe: LSERecipe, direction: str | None, data_root) -> tuple[Dataset, Dataset]:
+def _load_data(spec: LSERunSpec, recipe: LSERecipe, data_root) -> tuple[Dataset, Dataset]:
     from ..data import ShapesInstances
 
     root = handles_root() if data_root is None else data_root
-    withheld = None if direction is None else mask_split(direction)[1]
+    withheld = None if spec.direction is None else mask_split(spec.direction)[1]
     train = ShapesInstances(root, "train", partial=withheld, transforms=hflip_instances if recipe.flip else None)
     val = ShapesInstances(root, "val")
     if recipe.train_images is not None:
@@ -361,27 +362,28 @@ def evaluate_lse(model: nn.Module, dataset: Dataset, *, batch_size: int = 8, giv
     """
     from ..data import GROUPS
 
-    ground_truth, detections, ranges = detect_for_ap(model, dataset, batch_size=batch_size)
+    gathered = detect_for_ap(model, dataset, batch_size=batch_size)
+    if gathered is None:  # under torchrun, on the processes other than rank 0
+        return None
+    ground_truth, detections, ranges = gathered
     all_ids = [c["id"] for c in ground_truth["categories"]]
     scores = {name: _group_ap(ground_truth, detections, ids, ranges) for name, ids in GROUPS.items()}
     scores["all"] = _group_ap(ground_truth, detections, all_ids, ranges)
     if given_box:
-        scores["given_box"] = _given_box_scores(model, dataset, _coco_of(dataset))
+        scores["given_box"] = _given_box_scores(model, dataset, coco_of(dataset))
     return scores
 
 
 def _monitor_scores(model: nn.Module, dataset: Dataset) -> dict:
     """Flat per-epoch scores for the learning curves: mask AP of each group."""
     scores = evaluate_lse(model, dataset, given_box=False)
-    return {f"{group}_{k}": v for group in ("A", "B") for k, v in _flat(scores[group]).items() if k.endswith("AP")}
+    if scores is None:
+        return None
+    return {f"{group}_{k}": v for group in ("A", "B") for k, v in flat_scores(scores[group]).items() if k.endswith("AP")}
 
 
 # ----------------------------------------------------------------------------------------------
-# Files
-
-
-_FILES = RunFiles("lse")
-run_path, is_done, load_run, _partial_path = _FILES.run_path, _FILES.is_done, _FILES.load_run, _FILES.partial_path
+# The chapter: model, trainer, scores
 
 
 def build_model(variant: str, direction: str | None, num_classes: int = 10) -> nn.Module:
@@ -396,23 +398,13 @@ def build_model(variant: str, direction: str | None, num_classes: int = 10) -> n
     return maskx_rcnn(num_classes, mask_split(direction)[0], **VARIANTS[variant])
 
 
-def load_run_model(out: str | Path, name: str, device: torch.device | str = "cpu") -> nn.Module:
-    """The trained model of a finished run, in eval mode.
-
-    Raises:
-        ValueError: the run was saved without weights.
-    """
-    state = load_run(out, name)
-    if state["model"] is None:
-        raise ValueError(f"load_run_model: run {name!r} was saved without weights (keep_weights=False)")
-    spec, recipe = state["meta"]["spec"], state["meta"]["recipe"]
-    model = build_model(spec["variant"], spec["direction"], recipe["num_classes"])
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()
+def _build(spec: LSERunSpec, recipe: LSERecipe, parent) -> nn.Module:
+    return build_model(spec.variant, spec.direction, recipe.num_classes)
 
 
-# ----------------------------------------------------------------------------------------------
-# Training
+def _rebuild(meta: dict) -> nn.Module:
+    spec, recipe = meta["spec"], meta["recipe"]
+    return build_model(spec["variant"], spec["direction"], recipe["num_classes"])
 
 
 def _stagewise_step(model: nn.Module, batch, *, trainer: Trainer, switch_step: int):
@@ -423,56 +415,27 @@ def _stagewise_step(model: nn.Module, batch, *, trainer: Trainer, switch_step: i
     return detection_step(model, batch)
 
 
-def train_run(
-    spec: LSERunSpec,
-    recipe: LSERecipe,
-    out: str | Path,
-    *,
-    data_root=None,
-    data: tuple[Dataset, Dataset] | None = None,
-    device: torch.device | str = "cpu",
-    progress: bool = False,
-    stop_at_step: int | None = None,
-) -> dict | None:
-    """Train one run (or resume it, or skip it when finished) and write its checkpoint.
-
-    Args:
-        spec (LSERunSpec): the run.
-        recipe (LSERecipe): shared settings.
-        out: checkpoint root; files go to ``<out>/lse/``.
-        data_root: the shapes-with-handles folder (default :func:`handles_root`).
-        data: ``(train, val)`` data sets instead of loading the shapes set (tests); the train
-            set must already withhold the direction's masks.
-        device: where to train.
-        progress (bool): tqdm bars.
-        stop_at_step (int): interrupt after this many steps (tests); the partial checkpoint stays.
-
-    Returns:
-        dict: the finished run's ``meta``; None when interrupted by ``stop_at_step``.
-    """
-    fn = "train_run"
-    if not isinstance(spec, LSERunSpec):
-        raise TypeError(f"{fn}: spec must be an LSERunSpec, got {describe(spec)}")
-    if not isinstance(recipe, LSERecipe):
-        raise TypeError(f"{fn}: recipe must be an LSERecipe, got {describe(recipe)}")
-    if is_done(out, spec.name):
-        return load_run(out, spec.name)["meta"]
-    train_set, val_set = data if data is not None else _load_data(recipe, spec.direction, data_root)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed)
-        model = build_model(spec.variant, spec.direction, recipe.num_classes)
+def _trainer(model, train_set, val_set, spec, recipe, *, checkpoint_path, device, progress) -> Trainer:
     monitor = Subset(val_set, range(min(recipe.monitor_images, len(val_set))))
     trainer = detection_trainer(
-        model, train_set, recipe, spec, _partial_path(out, spec.name),
-        functools.partial(_monitor_scores, dataset=monitor), device=device, progress=progress,
+        model, train_set, recipe, spec, checkpoint_path, functools.partial(_monitor_scores, dataset=monitor),
+        device=device, progress=progress,
     )
     if spec.variant == "transfer_stagewise":
         total = recipe.epochs * trainer.steps_per_epoch
         trainer.step_fn = functools.partial(_stagewise_step, trainer=trainer, switch_step=total // 2)
-    trainer.fit(resume=True, stop_at_step=stop_at_step)
-    if trainer.epoch < recipe.epochs:
-        return None
-    if hasattr(model, "set_stage"):
+    return trainer
+
+
+def _evaluate(model: nn.Module, val_set: Dataset, recipe: LSERecipe) -> dict:
+    if hasattr(model, "set_stage"):  # a stage-wise run is scored as the joint model it ends as
         model.set_stage("joint")
-    evaluate = functools.partial(evaluate_lse, dataset=val_set)
-    return finish_run(trainer, spec, recipe, run_path(out, spec.name), _partial_path(out, spec.name), evaluate)
+    return evaluate_lse(model, val_set)
+
+
+CHAPTER = Chapter(
+    name="lse", recipe=LSERecipe, spec=LSERunSpec, runs=lse_runs, build=_build, rebuild=_rebuild, data=_load_data,
+    trainer=_trainer, evaluate=_evaluate, data_set="shapes_handles",
+)
+run_path, is_done, load_run, load_run_model = CHAPTER.run_path, CHAPTER.is_done, CHAPTER.load_run, CHAPTER.load_run_model
+_partial_path = CHAPTER.partial_path

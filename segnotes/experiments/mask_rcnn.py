@@ -21,20 +21,24 @@ scores beside them), and, for the runs listed in ``keep_weights_seeds``, the wei
 """
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch import nn
+from torch.utils.data import Dataset, Subset
 
 from .._checks import check_choice, check_int, check_positive, check_range, describe
-from ..engine import TrainConfig, Trainer, detection_step
-from ..metrics import average_precision, detections_from_predictions
-from ..utils import model_device
-from .runner import RunFiles, finish_run, run_all
+from .detection import (
+    AP_KEYS,
+    box_and_mask_ap,
+    collate_instances,
+    detect_for_ap,
+    detection_trainer,
+    evaluate_mask_rcnn,
+    flat_scores,
+    hflip_instances,
+    predict,
+)
+from .runner import Chapter, run_all
 
 __all__ = [
     "MaskRCNNRecipe",
@@ -48,11 +52,11 @@ __all__ = [
     "detect_for_ap",
     "box_and_mask_ap",
     "detection_trainer",
+    "CHAPTER",
     "run_path",
     "is_done",
     "load_run",
     "load_run_model",
-    "train_run",
     "run_all",
 ]
 
@@ -63,7 +67,6 @@ VARIANTS: dict[str, dict] = {
     "softmax": dict(roi_op="align", mask_loss="softmax", class_agnostic_masks=False),
     "agnostic": dict(roi_op="align", mask_loss="sigmoid", class_agnostic_masks=True),
 }
-AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 @dataclass(frozen=True)
@@ -172,41 +175,10 @@ def mask_rcnn_runs(recipe: MaskRCNNRecipe | None = None) -> list[MaskRCNNRunSpec
 
 
 # ----------------------------------------------------------------------------------------------
-# Data
+# The chapter: data, model, trainer, scores
 
 
-def hflip_instances(image: Tensor, target: dict) -> tuple[Tensor, dict]:
-    """Mirror an instance-segmentation sample left-right with probability 1/2.
-
-    Draws from the global torch generator (which :class:`~segnotes.engine.Trainer` seeds and
-    restores), so the flips are part of a run's reproducible randomness.
-
-    Args:
-        image (Tensor[3, H, W]): the image.
-        target (dict): ``boxes`` (Tensor[N, 4], x1 y1 x2 y2), ``masks`` (Tensor[N, H, W]) and
-            anything else (copied unchanged).
-
-    Returns:
-        (image, target), flipped or as given.
-    """
-    if torch.rand(()) >= 0.5:
-        return image, target
-    width = image.shape[-1]
-    target = dict(target)
-    boxes = target["boxes"].clone()
-    boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]  # x1' = W - x2, x2' = W - x1
-    target["boxes"] = boxes
-    target["masks"] = target["masks"].flip(-1)
-    return image.flip(-1), target
-
-
-def collate_instances(batch: Sequence) -> tuple[list[Tensor], list[dict]]:
-    """Keep images and targets as lists (they may differ in size and instance count)."""
-    images, targets = zip(*batch)
-    return list(images), list(targets)
-
-
-def _load_data(recipe: MaskRCNNRecipe, data_root) -> tuple[Dataset, Dataset]:
+def _load_data(spec: MaskRCNNRunSpec, recipe: MaskRCNNRecipe, data_root) -> tuple[Dataset, Dataset]:
     from ..data import ShapesInstances
 
     train = ShapesInstances(data_root, "train", transforms=hflip_instances if recipe.flip else None)
@@ -218,207 +190,33 @@ def _load_data(recipe: MaskRCNNRecipe, data_root) -> tuple[Dataset, Dataset]:
     return train, val
 
 
-def _coco_of(dataset: Dataset):
-    """The COCO object behind a ShapesInstances / CocoInstances (or a Subset of one)."""
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    coco = getattr(dataset, "coco", None)
-    if coco is None:
-        raise TypeError(f"evaluate_mask_rcnn: dataset must be a CocoInstances (or a Subset of one), got {describe(dataset)}")
-    return coco
-
-
-# ----------------------------------------------------------------------------------------------
-# Evaluation
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module, dataset: Dataset, *, batch_size: int = 8, device: torch.device | str | None = None
-) -> tuple[list[dict], list[int]]:
-    """Run a detection model over a data set in order.
-
-    Args:
-        model (nn.Module): torchvision-style detector; eval mode is set for the call and restored.
-        dataset (Dataset): ``(image, target)`` with ``target["image_id"]``.
-        batch_size (int): images per forward pass.
-        device: where to run (default: the model's device).
-
-    Returns:
-        (predictions: one dict per image with ``boxes``, ``labels``, ``scores``, ``masks``
-        (Tensor[D, 1, H, W] float) on the CPU, image_ids: list of int).
-    """
-    check_int("predict", "batch_size", batch_size, minimum=1)
-    device = model_device(model) if device is None else torch.device(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_instances)
-    was_training = model.training
-    model.eval()
-    predictions, image_ids = [], []
-    try:
-        for images, targets in loader:
-            outputs = model([image.to(device) for image in images])
-            predictions += [{k: v.cpu() for k, v in out.items()} for out in outputs]
-            image_ids += [int(t["image_id"]) for t in targets]
-    finally:
-        model.train(was_training)
-    return predictions, image_ids
-
-
-def evaluate_mask_rcnn(
-    model: nn.Module, dataset: Dataset, *, batch_size: int = 8, device: torch.device | str | None = None,
-    area_ranges: dict | None = None,
-) -> dict:
-    """COCO box and mask AP of a detector on a COCO-layout data set (or a Subset of one).
-
-    AP is :func:`segnotes.metrics.average_precision` (equal to pycocotools' COCOeval), restricted
-    to the images of ``dataset``; the small/medium/large ranges default to COCO's scaled to
-    the shapes images (:func:`segnotes.data.area_ranges`).
-
-    Returns:
-        dict: ``{"bbox": {AP, AP50, AP75, APs, APm, APl}, "segm": {...}}`` (floats in [0, 1]).
-    """
-    ground_truth, detections, default_ranges = detect_for_ap(model, dataset, batch_size=batch_size, device=device)
-    return box_and_mask_ap(ground_truth, detections, default_ranges if area_ranges is None else area_ranges)
-
-
-def detect_for_ap(model: nn.Module, dataset: Dataset, *, batch_size: int = 8, device=None) -> tuple[dict, list, dict]:
-    """Run ``model`` over ``dataset`` and gather what COCO AP needs (this chapter's and the LSE chapter's).
-
-    Returns:
-        (ground_truth: the COCO dict restricted to the images of ``dataset``, detections: COCO
-        results, area_ranges: COCO's small/medium/large scaled to the images,
-        :func:`segnotes.data.area_ranges`).
-    """
-    from ..data import area_ranges as shapes_area_ranges
-
-    coco = _coco_of(dataset)
-    predictions, image_ids = predict(model, dataset, batch_size=batch_size, device=device)
-    detections = detections_from_predictions(predictions, image_ids)
-    ground_truth = dict(coco.dataset)
-    ground_truth["images"] = [coco.imgs[i] for i in image_ids]
-    ground_truth["annotations"] = [a for i in image_ids for a in coco.imgToAnns.get(i, [])]
-    side = max(coco.imgs[image_ids[0]]["height"], coco.imgs[image_ids[0]]["width"]) if image_ids else 128
-    return ground_truth, detections, shapes_area_ranges(side)
-
-
-def box_and_mask_ap(ground_truth: dict, detections: Sequence[dict], area_ranges: dict) -> dict:
-    """``{"bbox": {AP, AP50, AP75, APs, APm, APl}, "segm": {...}}`` (floats) of ``detections``."""
-    scores = {}
-    for iou_type in ("bbox", "segm"):
-        result = average_precision(ground_truth, detections, iou_type=iou_type, area_ranges=area_ranges)
-        scores[iou_type] = {k: float(result[k]) for k in AP_KEYS}
-    return scores
-
-
-# ----------------------------------------------------------------------------------------------
-# Files
-
-
-_FILES = RunFiles("mask_rcnn")
-run_path, is_done, load_run, _partial_path = _FILES.run_path, _FILES.is_done, _FILES.load_run, _FILES.partial_path
-
-
-def _build_model(variant: str, num_classes: int, backbone: str) -> nn.Module:
+def _model(variant: str, num_classes: int, backbone: str) -> nn.Module:
     from ..models import mask_rcnn
 
     return mask_rcnn(num_classes, backbone, **VARIANTS[variant])
 
 
-def load_run_model(out: str | Path, name: str, device: torch.device | str = "cpu") -> nn.Module:
-    """The trained model of a finished run, in eval mode.
-
-    Raises:
-        ValueError: the run was saved without weights (only ``keep_weights_seeds`` keep them).
-    """
-    state = load_run(out, name)
-    if state["model"] is None:
-        raise ValueError(f"load_run_model: run {name!r} was saved without weights (keep_weights=False)")
-    meta = state["meta"]
-    model = _build_model(meta["spec"]["variant"], meta["recipe"]["num_classes"], meta["recipe"]["backbone"])
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()
+def _build(spec: MaskRCNNRunSpec, recipe: MaskRCNNRecipe, parent) -> nn.Module:
+    return _model(spec.variant, recipe.num_classes, recipe.backbone)
 
 
-# ----------------------------------------------------------------------------------------------
-# Training
+def _rebuild(meta: dict) -> nn.Module:
+    return _model(meta["spec"]["variant"], meta["recipe"]["num_classes"], meta["recipe"]["backbone"])
 
 
-def train_run(
-    spec: MaskRCNNRunSpec,
-    recipe: MaskRCNNRecipe,
-    out: str | Path,
-    *,
-    data_root=None,
-    data: tuple[Dataset, Dataset] | None = None,
-    device: torch.device | str = "cpu",
-    progress: bool = False,
-    stop_at_step: int | None = None,
-) -> dict | None:
-    """Train one run (or resume it, or skip it when finished) and write its checkpoint.
-
-    Args:
-        spec (MaskRCNNRunSpec): the run.
-        recipe (MaskRCNNRecipe): shared settings.
-        out: checkpoint root; files go to ``<out>/mask_rcnn/``.
-        data_root: the shapes data set's folder (default :func:`segnotes.data.default_root`).
-        data: ``(train, val)`` data sets instead of loading the shapes set (tests).
-        device: where to train.
-        progress (bool): tqdm bars.
-        stop_at_step (int): interrupt after this many steps (tests); the partial checkpoint stays.
-
-    Returns:
-        dict: the finished run's ``meta``; None when interrupted by ``stop_at_step``.
-    """
-    fn = "train_run"
-    if not isinstance(spec, MaskRCNNRunSpec):
-        raise TypeError(f"{fn}: spec must be a MaskRCNNRunSpec, got {describe(spec)}")
-    if not isinstance(recipe, MaskRCNNRecipe):
-        raise TypeError(f"{fn}: recipe must be a MaskRCNNRecipe, got {describe(recipe)}")
-    if is_done(out, spec.name):
-        return load_run(out, spec.name)["meta"]
-    train_set, val_set = data if data is not None else _load_data(recipe, data_root)
-    # Seed the initialisation without touching the caller's global generator.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed)
-        model = _build_model(spec.variant, recipe.num_classes, recipe.backbone)
+def _trainer(model, train_set, val_set, spec, recipe, *, checkpoint_path, device, progress):
     monitor = Subset(val_set, range(min(recipe.monitor_images, len(val_set))))
-    trainer = detection_trainer(
-        model, train_set, recipe, spec, _partial_path(out, spec.name), lambda m: _flat(evaluate_mask_rcnn(m, monitor)),
-        device=device, progress=progress,
-    )
-    trainer.fit(resume=True, stop_at_step=stop_at_step)
-    if trainer.epoch < trainer.config.epochs:
-        return None
-    return _finish(trainer, spec, recipe, out, val_set)
+    return detection_trainer(model, train_set, recipe, spec, checkpoint_path,
+                             lambda m: flat_scores(evaluate_mask_rcnn(m, monitor)), device=device, progress=progress)
 
 
-def detection_trainer(model, train_set, recipe, spec, checkpoint_path: Path, monitor, *, device="cpu",
-                      progress: bool = False) -> Trainer:
-    """The :class:`~segnotes.engine.Trainer` of one detection run (this chapter's and the LSE chapter's).
-
-    AdamW at ``recipe.lr`` with a linear warmup and a cosine decay to ``recipe.min_lr_factor``, gradient
-    clipping, no mixed precision (the runs must be reproducible on a CPU), ``monitor(model) -> dict``
-    after every epoch, a resumable checkpoint every ``recipe.checkpoint_every`` steps; seeded by
-    ``spec.seed`` and tagged with ``spec.name``.
-    """
-    config = TrainConfig(
-        epochs=recipe.epochs, batch_size=recipe.batch_size, optimizer="adamw", lr=recipe.lr,
-        weight_decay=recipe.weight_decay, schedule="cosine", min_factor=recipe.min_lr_factor,
-        warmup_steps=recipe.warmup_steps, grad_clip=recipe.grad_clip, amp=False, seed=spec.seed, num_workers=0,
-        eval_every=1, checkpoint_every=recipe.checkpoint_every,
-    )
-    return Trainer(
-        model, train_set, config, device=device, checkpoint_path=checkpoint_path, meta={"run": spec.name},
-        step_fn=detection_step, collate_fn=collate_instances, progress=progress, eval_fn=monitor,
-    )
+def _evaluate(model: nn.Module, val_set: Dataset, recipe: MaskRCNNRecipe) -> dict:
+    return evaluate_mask_rcnn(model, val_set)
 
 
-def _flat(scores: dict) -> dict:
-    """``{"bbox": {"AP": ..}, "segm": {..}}`` -> ``{"box_AP": .., "mask_AP": ..}`` for the history."""
-    return {f"{'box' if kind == 'bbox' else 'mask'}_{k}": v for kind, d in scores.items() for k, v in d.items()}
-
-
-def _finish(trainer: Trainer, spec: MaskRCNNRunSpec, recipe: MaskRCNNRecipe, out, val_set: Dataset) -> dict:
-    """Score the float32 and the float16-stored weights on the whole val set; write ``<name>.pt``."""
-    evaluate = functools.partial(evaluate_mask_rcnn, dataset=val_set)
-    return finish_run(trainer, spec, recipe, run_path(out, spec.name), _partial_path(out, spec.name), evaluate)
+CHAPTER = Chapter(
+    name="mask_rcnn", recipe=MaskRCNNRecipe, spec=MaskRCNNRunSpec, runs=mask_rcnn_runs, build=_build,
+    rebuild=_rebuild, data=_load_data, trainer=_trainer, evaluate=_evaluate,
+)
+run_path, is_done, load_run, load_run_model = CHAPTER.run_path, CHAPTER.is_done, CHAPTER.load_run, CHAPTER.load_run_model
+_partial_path = CHAPTER.partial_path

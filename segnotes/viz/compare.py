@@ -53,7 +53,7 @@ _DIM = 0.45  # true negatives show the image at this brightness, so the coloured
 _MASK_COLOR = (1.0, 0.80, 0.0)
 _MODEL_COLORS = ((0.90, 0.55, 0.0), (0.35, 0.35, 0.95))  # model A orange, model B blue (colour-blind safe)
 _COARSEN_MODES = ("bilinear", "nearest")
-# VOC colours as float [256, 3], computed once (voc_palette loops in Python); read-only, so never shared state.
+# VOC colours as float [256, 3], computed once at import; read-only, so never shared state.
 _PALETTE = voc_palette(256).astype(np.float32) / 255.0
 _PALETTE.flags.writeable = False
 

@@ -12,6 +12,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .._checks import check_tensor
+from ..data.png import voc_palette  # one colour map for label files and figures
 
 __all__ = [
     "voc_palette",
@@ -22,24 +23,6 @@ __all__ = [
     "draw_semantic",
     "gallery",
 ]
-
-
-def voc_palette(num_colors: int = 256) -> np.ndarray:
-    """The PASCAL VOC colour map: class ``i`` gets the colour built from the bits of ``i``.
-
-    Returns:
-        ndarray[num_colors, 3] (uint8): RGB colours; 0 is black (background), 255 is (224, 224, 192) (void).
-    """
-    palette = np.zeros((num_colors, 3), dtype=np.uint8)
-    for index in range(num_colors):
-        value, red, green, blue = index, 0, 0, 0
-        for shift in range(7, -1, -1):
-            red |= ((value >> 0) & 1) << shift
-            green |= ((value >> 1) & 1) << shift
-            blue |= ((value >> 2) & 1) << shift
-            value >>= 3
-        palette[index] = (red, green, blue)
-    return palette
 
 
 def _to_numpy_image(image) -> np.ndarray:

@@ -1,6 +1,7 @@
 import contextlib
 import io
 import json
+import re
 import shutil
 
 import numpy as np
@@ -258,10 +259,54 @@ def test_voc_semantic_on_a_real_layout(fake_voc):
 
 def test_voc_semantic_missing(tmp_path):
     expected = tmp_path / "VOCdevkit" / "VOC2012"
-    with pytest.raises(FileNotFoundError, match=f"VOCSemantic: no VOC2012 at {expected}; download it with"):
+    with pytest.raises(FileNotFoundError, match=f"VOCSemantic: no VOC2012 at {re.escape(str(expected))} .*; download it with"):
         VOCSemantic(tmp_path)
     with pytest.raises(TypeError, match="VOCSemantic: root must be a str or os.PathLike, got NoneType None"):
         VOCSemantic(None)
+
+
+# ------------------------------------------------------------------------------ COCO as label maps
+
+
+def test_coco_semantic_paints_small_over_large_and_crowd_as_void(coco_folder):
+    from segnotes.data import CocoSemantic
+
+    instances = CocoInstances(coco_folder / "train", coco_folder / "annotations" / "instances_train.json",
+                              include_crowd=True)
+    dataset = CocoSemantic(instances, labels={3: 1, 7: 2})
+    assert len(dataset) == len(instances)
+    for index in range(len(dataset)):
+        image, label = dataset[index]
+        _, target = instances[index]
+        assert label.shape == image.shape[1:] and label.dtype == torch.int64
+        expected = torch.zeros_like(label)
+        for k in torch.argsort(target["masks"].flatten(1).sum(1), descending=True, stable=True).tolist():
+            value = 255 if target["iscrowd"][k] else {3: 1, 7: 2}[int(target["labels"][k])]
+            expected[target["masks"][k].bool()] = value
+        assert torch.equal(label, expected)
+    assert (dataset[1][1] == 255).any()  # the fixture's crowd region
+    identity = CocoSemantic(instances)  # labels default to the category ids
+    assert set(identity[0][1].unique().tolist()) <= {0, 3, 7, 255}
+    with pytest.raises(TypeError, match="CocoSemantic: instances must be a CocoInstances"):
+        CocoSemantic([1, 2])
+
+
+def test_coco_files_are_checked(tmp_path, coco_folder):
+    import shutil
+
+    root = tmp_path / "c"
+    shutil.copytree(coco_folder, root)
+    ann = root / "annotations" / "instances_train.json"
+    ann.write_text("{not json")
+    with pytest.raises(ValueError, match=f"CocoInstances: {re.escape(str(ann))} is not a JSON file"):
+        CocoInstances(root / "train", ann)
+    ann.write_text(json.dumps({"annotations": []}))
+    with pytest.raises(ValueError, match="is not a COCO annotation file \\(no 'images' list\\)"):
+        CocoInstances(root / "train", ann)
+    (root / "train" / "train_000.jpg").write_bytes(b"not a jpeg")
+    shutil.copy(coco_folder / "annotations" / "instances_train.json", ann)
+    with pytest.raises(OSError, match="CocoInstances: cannot read the image .*train_000.jpg"):
+        CocoInstances(root / "train", ann).check_files()
 
 
 # ------------------------------------------------------------------------------ hostile files (issue 22)

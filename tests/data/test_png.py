@@ -46,6 +46,9 @@ def test_voc_palette_known_colours():
     # background, aeroplane, person (15), void (255) in the VOC devkit's colour map
     assert palette[[0, 1, 15, 255]].tolist() == [[0, 0, 0], [128, 0, 0], [192, 128, 128], [224, 224, 192]]
     assert len({tuple(c) for c in palette}) == 256
+    assert voc_palette(16).tolist() == palette[:16].tolist()
+    with pytest.raises(ValueError, match="voc_palette: num_colors must be <= 256"):
+        voc_palette(257)
 
 
 def test_layout_is_fixed_one_idat_filter_none_level_9():

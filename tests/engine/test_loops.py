@@ -17,7 +17,6 @@ from segnotes.engine import (
 from segnotes.metrics.confusion import confusion_matrix, segmentation_scores
 from segnotes.models import fcn
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 
 
 def rectangles(n, size=48, seed=0, ignore_border=False):
@@ -367,7 +366,6 @@ def test_detection_step_sums_and_logs_each_loss():
     assert history[1]["loss"] < history[0]["loss"]
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_trainer_runs_on_device(device, tmp_path):
     trainer = make_trainer(tmp_path, epochs=1)
     trainer = Trainer(trainer.model, trainer.train_set, trainer.config, val_set=trainer.val_set, device=device,

@@ -330,11 +330,11 @@ def test_stage_starts_from_parent_and_control_from_same_net(tmp_path, data):
     with num_threads(1):
         train_run(runs["fcn32s_s0"], TINY, tmp_path, data=data)
     parent = load_run_model(tmp_path, "fcn32s_s0")
-    child = fcn_module._build_model(runs["fcn16s_s0"], TINY, tmp_path)
+    child = fcn_module._build_model(runs["fcn16s_s0"], TINY, load_run_model(tmp_path, "fcn32s_s0").train())
     assert child.variant == "fcn16s"
     torch.testing.assert_close(child.backbone.stage1[0].weight, parent.backbone.stage1[0].weight)
     assert not child.score_pool4.weight.any()  # the new skip starts at zero
-    control = fcn_module._build_model(runs["fcn32s_ctl16_s0"], TINY, tmp_path)
+    control = fcn_module._build_model(runs["fcn32s_ctl16_s0"], TINY, load_run_model(tmp_path, "fcn32s_s0").train())
     assert control.variant == "fcn32s"
     for (k, v), w in zip(control.state_dict().items(), parent.state_dict().values()):
         torch.testing.assert_close(v, w, msg=k)
@@ -363,9 +363,10 @@ def test_fixed_upsampling_run_keeps_bilinear_kernel(tmp_path, data):
 
 
 def test_train_run_bad_input(tmp_path, data):
-    with pytest.raises(TypeError, match="train_run: spec must be a RunSpec, got str"):
+    with pytest.raises(TypeError, match=r"train_run: spec must be RunSpec \(the run spec of FCNRecipe\), got str"):
         train_run("fcn32s_s0", TINY, tmp_path, data=data)
-    with pytest.raises(TypeError, match="train_run: recipe must be an FCNRecipe, got dict"):
+    with pytest.raises(TypeError, match=r"train_run: recipe must be a chapter's recipe \(FCNRecipe, MaskRCNNRecipe, "
+                                        r"LSERecipe.*\), got dict"):
         train_run(_spec(), {}, tmp_path, data=data)
 
 
@@ -381,8 +382,9 @@ def test_run_all_on_shapes_trains_then_skips(tmp_path):
     root = generate(tmp_path / "shapes", num_train=4, num_val=2, seed=0, image_size=64, workers=1, progress=False)
     recipe = dataclasses.replace(TINY, stage_epochs=1, patch_fraction=None, image_size=64, crop=48)
     # Only the augmented variants train on windows, turned and with their channels shuffled.
-    coarse, _ = fcn_module._load_data(recipe, root, "fcn16s")
-    fine, val = fcn_module._load_data(recipe, root, "fcn8s")
+    runs = {r.name: r for r in fcn_runs(recipe)}
+    coarse, _ = fcn_module._load_data(runs["fcn16s_s0"], recipe, root)
+    fine, val = fcn_module._load_data(runs["fcn8s_s0"], recipe, root)
     assert (coarse.flip, coarse.rotate, coarse.permute_channels, coarse.crop) == (True, False, False, None)
     assert (fine.flip, fine.rotate, fine.permute_channels, fine.crop) == (True, True, True, 48)
     assert coarse[0][0].shape == (3, 64, 64) and fine[0][0].shape == (3, 48, 48) and val[0][0].shape == (3, 64, 64)

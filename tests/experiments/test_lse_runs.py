@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from segnotes.data import GROUPS, ShapesInstances, generate
-from segnotes.experiments import lse
+from segnotes.experiments import lse, train_run
 from segnotes.experiments.lse import (
     ABLATIONS,
     DIRECTIONS,
@@ -20,7 +20,6 @@ from segnotes.experiments.lse import (
     lse_runs,
     mask_split,
     masks_given_boxes,
-    train_run,
 )
 from segnotes.utils import num_threads
 
@@ -129,14 +128,14 @@ def test_train_run_trains_resumes_and_reloads(tmp_path, root, variant):
 
 
 def test_train_run_bad_input(tmp_path):
-    with pytest.raises(TypeError, match="train_run: spec must be an LSERunSpec"):
+    with pytest.raises(TypeError, match=r"train_run: spec must be LSERunSpec \(the run spec of LSERecipe\), got str"):
         train_run("lse_oracle_s0", TINY, tmp_path)
-    with pytest.raises(TypeError, match="train_run: recipe must be an LSERecipe"):
+    with pytest.raises(TypeError, match="train_run: recipe must be a chapter's recipe .*LSERecipe.*got dict"):
         train_run(LSERunSpec("x", "oracle", None, 0), {}, tmp_path)
 
 
 def test_the_partial_train_set_withholds_the_evaluated_group(root):
-    train, _ = lse._load_data(TINY, "a2b", root)
+    train, _ = lse._load_data(LSERunSpec("lse_transfer_a2b_s0", "transfer", "a2b", 0), TINY, root)
     for i in range(len(train)):
         _, target = train.dataset[i] if isinstance(train, torch.utils.data.Subset) else train[i]
         withheld = torch.isin(target["labels"], torch.tensor(GROUPS["B"]))

@@ -11,42 +11,15 @@ from segnotes.ops.roi_align import RoIAlign, roi_align
 
 # The module, not the function that segnotes.ops re-exports under the same name.
 roi_align_module = importlib.import_module("segnotes.ops.roi_align")
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float64: dict(atol=1e-12, rtol=1e-12)}
 
 
-def make_case(dtype, device, spatial_scale=1.0, seed=0, num_images=3, channels=4, height=9, width=11, num_boxes=24):
-    """Random maps and boxes (in image coordinates) that stick out of the map, are degenerate or
-    lie entirely outside, with batch indices in no particular order."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(num_images, channels, height, width, generator=g, dtype=dtype)
-    span = torch.tensor([width + 4.0, height + 4.0], dtype=dtype)
-    corner = torch.rand(num_boxes, 2, generator=g, dtype=dtype) * span - 3
-    size = torch.rand(num_boxes, 2, generator=g, dtype=dtype) * 8
-    size[0, 0] = 0.0  # zero width
-    size[1, 1] = 0.0  # zero height
-    size[2] = 0.0  # a point
-    corner[3] = torch.tensor([width + 3.0, -5.0], dtype=dtype)  # entirely outside
-    boxes = torch.cat([corner, corner + size], dim=1) / spatial_scale  # [K, 4] in image coordinates
-    index = torch.randint(0, num_images, (num_boxes, 1), generator=g).to(dtype)
-    return x.to(device), torch.cat([index, boxes], dim=1).to(device)
-
-
-def forward_backward(op, x, rois, *args):
-    x = x.detach().clone().requires_grad_()
-    out = op(x, rois, *args)
-    grad_out = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)
-    out.backward(grad_out)
-    return out.detach(), x.grad
-
-
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("sampling_ratio", [-1, 0, 1, 2, 3])
 @pytest.mark.parametrize("spatial_scale", [1.0, 0.5, 0.25, 1 / 16])
-def test_matches_torchvision(device, dtype, aligned, sampling_ratio, spatial_scale):
-    x, rois = make_case(dtype, device, spatial_scale)
+def test_matches_torchvision(device, dtype, aligned, sampling_ratio, spatial_scale, roi_case, forward_backward):
+    x, rois = roi_case(dtype, device, spatial_scale)
     args = ((3, 4), spatial_scale, sampling_ratio, aligned)
     ours, ours_grad = forward_backward(roi_align, x, rois, *args)
     ref, ref_grad = forward_backward(torchvision.ops.roi_align, x, rois, *args)
@@ -68,7 +41,6 @@ def test_matches_the_per_sample_reference(aligned, sampling_ratio, spatial_scale
 AUTOCAST_DTYPE = {"cpu": torch.bfloat16, "cuda": torch.float16}
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_exact_divide_is_correctly_rounded(device, dtype):
     # On CUDA, tensor / python_number multiplies by the reciprocal; RoIPool then put some bin edges
@@ -82,12 +54,11 @@ def test_exact_divide_is_correctly_rounded(device, dtype):
         torch.testing.assert_close(result.cpu(), expected, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("aligned", [False, True])
-def test_autocast_computes_in_float32_like_torchvision(device, aligned):
+def test_autocast_computes_in_float32_like_torchvision(device, aligned, roi_case):
     # Mixed precision: the feature maps are half precision, the boxes float32 (a detector's
     # proposals). Both libraries resample in float32 and return the input's dtype.
-    x, rois = make_case(torch.float32, device, 0.5)
+    x, rois = roi_case(torch.float32, device, 0.5)
     half = AUTOCAST_DTYPE[device]
     with torch.autocast(device, dtype=half):
         ours = roi_align(x.to(half), rois, (3, 4), 0.5, -1, aligned)
@@ -106,11 +77,10 @@ def test_autocast_computes_in_float32_like_torchvision(device, aligned):
     torch.testing.assert_close(ours64, roi_align(x64, rois64, (3, 4), 0.5, -1, aligned), atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("aligned", [False, True])
-def test_large_rois_many_chunks(device, aligned, monkeypatch):
+def test_large_rois_many_chunks(device, aligned, monkeypatch, roi_case, forward_backward):
     # Adaptive sampling with RoIs of very different sizes, split into many chunks.
-    x, rois = make_case(torch.float64, device, 0.25, seed=1, height=40, width=30, num_boxes=40)
+    x, rois = roi_case(torch.float64, device, 0.25, seed=1, height=40, width=30, num_boxes=40)
     rois[:, 3:] += rois[:, 1:3].abs() * torch.linspace(0, 1, rois.shape[0], dtype=rois.dtype, device=device)[:, None]
     monkeypatch.setattr(roi_align_module, "_CHUNK_ELEMENTS_CPU", 300)
     monkeypatch.setattr(roi_align_module, "_CHUNK_ELEMENTS_GPU", 300)
@@ -121,9 +91,8 @@ def test_large_rois_many_chunks(device, aligned, monkeypatch):
     torch.testing.assert_close(ours_grad, ref_grad, **TOL[torch.float64])
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_list_of_boxes_equals_tensor_format(device):
-    x, rois = make_case(torch.float32, device)
+def test_list_of_boxes_equals_tensor_format(device, roi_case):
+    x, rois = roi_case(torch.float32, device)
     per_image = [rois[rois[:, 0] == i, 1:] for i in range(x.shape[0])]
     with_index = torch.cat([torch.full((len(b), 1), float(i), device=device) for i, b in enumerate(per_image)])
     expected = roi_align(x, torch.cat([with_index, torch.cat(per_image)], dim=1), 5, 0.5, 2, True)
@@ -131,9 +100,8 @@ def test_list_of_boxes_equals_tensor_format(device):
     torch.testing.assert_close(roi_align(x, tuple(per_image), 5, 0.5, 2, True), expected, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_non_contiguous_input(device):
-    x, rois = make_case(torch.float32, device)
+def test_non_contiguous_input(device, roi_case):
+    x, rois = roi_case(torch.float32, device)
     transposed = x.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
     channels_last = x.contiguous(memory_format=torch.channels_last)
     assert not transposed.is_contiguous() and not channels_last.is_contiguous()
@@ -143,7 +111,6 @@ def test_non_contiguous_input(device):
     torch.testing.assert_close(roi_align(x, rois[::2], 3, 1.0, 2, True), expected[::2])  # strided boxes
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("boxes", ["tensor", "list"])
 def test_empty_boxes(device, boxes):
     x = torch.randn(2, 3, 6, 6, device=device, requires_grad=True)
@@ -197,8 +164,8 @@ def test_gradcheck(aligned):
     assert torch.autograd.gradcheck(lambda t: roi_align(t, rois, (3, 2), 1.0, -1, aligned), (x,))
 
 
-def test_other_floating_dtypes():
-    x, rois = make_case(torch.float32, "cpu")
+def test_other_floating_dtypes(roi_case):
+    x, rois = roi_case(torch.float32, "cpu")
     expected = roi_align(x, rois, 3, 1.0, 2, True)
     for dtype in (torch.bfloat16, torch.float16):
         got = roi_align(x.to(dtype), rois.to(dtype), 3, 1.0, 2, True)
@@ -206,8 +173,8 @@ def test_other_floating_dtypes():
         torch.testing.assert_close(got.float(), expected, atol=0.05, rtol=0.05)
 
 
-def test_module():
-    x, rois = make_case(torch.float32, "cpu")
+def test_module(roi_case):
+    x, rois = roi_case(torch.float32, "cpu")
     layer = RoIAlign((3, 4), spatial_scale=0.5, sampling_ratio=2, aligned=True)
     torch.testing.assert_close(layer(x, rois), roi_align(x, rois, (3, 4), 0.5, 2, True), atol=0, rtol=0)
     assert repr(layer) == "RoIAlign(output_size=(3, 4), spatial_scale=0.5, sampling_ratio=2, aligned=True)"

@@ -9,41 +9,13 @@ from segnotes.ops.roi_pool import RoIPool, roi_pool
 
 # The module, not the function that segnotes.ops re-exports under the same name.
 roi_align_module = importlib.import_module("segnotes.ops.roi_align")
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 
 
-def make_case(dtype, device, spatial_scale=1.0, seed=0, num_images=3, channels=4, height=9, width=11, num_boxes=24):
-    """Random maps and boxes (in image coordinates) that stick out of the map, are degenerate,
-    inverted or lie entirely outside, with batch indices in no particular order."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(num_images, channels, height, width, generator=g, dtype=dtype)
-    span = torch.tensor([width + 4.0, height + 4.0], dtype=dtype)
-    corner = torch.rand(num_boxes, 2, generator=g, dtype=dtype) * span - 3
-    size = torch.rand(num_boxes, 2, generator=g, dtype=dtype) * 8
-    size[0, 0] = 0.0  # zero width
-    size[1, 1] = 0.0  # zero height
-    size[2] = -2.0  # inverted: becomes one cell
-    corner[3] = torch.tensor([width + 3.0, -5.0], dtype=dtype)  # entirely outside
-    corner[4] = torch.tensor([2.5, 3.5], dtype=dtype)  # halves: C rounds them away from zero
-    boxes = torch.cat([corner, corner + size], dim=1) / spatial_scale  # [K, 4] in image coordinates
-    index = torch.randint(0, num_images, (num_boxes, 1), generator=g).to(dtype)
-    return x.to(device), torch.cat([index, boxes], dim=1).to(device)
-
-
-def forward_backward(op, x, rois, *args):
-    x = x.detach().clone().requires_grad_()
-    out = op(x, rois, *args)
-    grad_out = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)
-    out.backward(grad_out)
-    return out.detach(), x.grad
-
-
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("spatial_scale", [1.0, 0.5, 0.25, 1 / 16])
 @pytest.mark.parametrize("output_size", [(3, 4), 1, 5])
-def test_matches_torchvision(device, dtype, spatial_scale, output_size):
-    x, rois = make_case(dtype, device, spatial_scale)
+def test_matches_torchvision(device, dtype, spatial_scale, output_size, roi_pool_case, forward_backward):
+    x, rois = roi_pool_case(dtype, device, spatial_scale)
     ours, ours_grad = forward_backward(roi_pool, x, rois, output_size, spatial_scale)
     ref, ref_grad = forward_backward(torchvision.ops.roi_pool, x, rois, output_size, spatial_scale)
     # A max picks an input value, so the outputs agree exactly; gradients only up to the order
@@ -52,11 +24,10 @@ def test_matches_torchvision(device, dtype, spatial_scale, output_size):
     torch.testing.assert_close(ours_grad, ref_grad)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_autocast_computes_in_float32(device):
+def test_autocast_computes_in_float32(device, roi_pool_case):
     # Half-precision maps and float32 boxes, as in a detector under mixed precision (torchvision's
     # roi_pool accepts that mix under CUDA autocast only; ours on every device).
-    x, rois = make_case(torch.float32, device, 0.5)
+    x, rois = roi_pool_case(torch.float32, device, 0.5)
     half = {"cpu": torch.bfloat16, "cuda": torch.float16}[device]
     with torch.autocast(device, dtype=half):
         ours = roi_pool(x.to(half), rois, (3, 4), 0.5)
@@ -68,11 +39,10 @@ def test_autocast_computes_in_float32(device):
         torch.testing.assert_close(ours, ref, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_ties_send_the_gradient_to_the_first_maximum(device):
+def test_ties_send_the_gradient_to_the_first_maximum(device, roi_pool_case, forward_backward):
     # Small integers make ties within bins; torchvision's kernel keeps the first maximum in
     # row-major order, and so must we.
-    x, rois = make_case(torch.float64, device, 0.5, seed=3)
+    x, rois = roi_pool_case(torch.float64, device, 0.5, seed=3)
     x = x.mul(1.5).round()
     ours, ours_grad = forward_backward(roi_pool, x, rois, (2, 3), 0.5)
     ref, ref_grad = forward_backward(torchvision.ops.roi_pool, x, rois, (2, 3), 0.5)
@@ -80,9 +50,8 @@ def test_ties_send_the_gradient_to_the_first_maximum(device):
     torch.testing.assert_close(ours_grad, ref_grad)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_many_chunks(device, monkeypatch):
-    x, rois = make_case(torch.float32, device, 0.25, seed=1, height=30, width=25, num_boxes=40)
+def test_many_chunks(device, monkeypatch, roi_pool_case, forward_backward):
+    x, rois = roi_pool_case(torch.float32, device, 0.25, seed=1, height=30, width=25, num_boxes=40)
     rois[:, 3:] += rois[:, 1:3].abs() * torch.linspace(0, 1, rois.shape[0], device=device)[:, None]
     monkeypatch.setattr(roi_align_module, "_CHUNK_ELEMENTS_CPU", 2000)
     monkeypatch.setattr(roi_align_module, "_CHUNK_ELEMENTS_GPU", 2000)
@@ -92,9 +61,8 @@ def test_many_chunks(device, monkeypatch):
     torch.testing.assert_close(ours_grad, ref_grad)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_list_of_boxes_and_non_contiguous_input(device):
-    x, rois = make_case(torch.float32, device)
+def test_list_of_boxes_and_non_contiguous_input(device, roi_pool_case):
+    x, rois = roi_pool_case(torch.float32, device)
     expected = torchvision.ops.roi_pool(x, rois, 3, 0.5)
     order = torch.argsort(rois[:, 0], stable=True)
     per_image = [rois[order][rois[order][:, 0] == i, 1:] for i in range(x.shape[0])]
@@ -103,7 +71,6 @@ def test_list_of_boxes_and_non_contiguous_input(device):
     torch.testing.assert_close(roi_pool(channels_last, rois, 3, 0.5), expected, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("boxes", ["tensor", "list"])
 def test_empty_boxes(device, boxes):
     x = torch.randn(2, 3, 6, 6, device=device, requires_grad=True)
@@ -138,8 +105,8 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(lambda t: roi_pool(t, rois, (3, 2), 1.0), (x,))
 
 
-def test_module():
-    x, rois = make_case(torch.float32, "cpu")
+def test_module(roi_pool_case):
+    x, rois = roi_pool_case(torch.float32, "cpu")
     layer = RoIPool((3, 4), spatial_scale=0.5)
     torch.testing.assert_close(layer(x, rois), roi_pool(x, rois, (3, 4), 0.5), atol=0, rtol=0)
     assert repr(layer) == "RoIPool(output_size=(3, 4), spatial_scale=0.5)"
