@@ -31,9 +31,9 @@ def test_matches_torchvision(device, dtype, aligned, sampling_ratio, spatial_sca
 @pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("sampling_ratio", [-1, 2])
 @pytest.mark.parametrize("spatial_scale", [1.0, 1 / 16])
-def test_matches_the_per_sample_reference(aligned, sampling_ratio, spatial_scale):
+def test_matches_the_per_sample_reference(aligned, sampling_ratio, spatial_scale, roi_case):
     # The vectorised op (matrix products over windows) against the loops a reader can follow, in float64.
-    x, rois = make_case(torch.float64, "cpu", spatial_scale, seed=4, num_boxes=16)
+    x, rois = roi_case(torch.float64, "cpu", spatial_scale, seed=4, num_boxes=16)
     args = ((3, 4), spatial_scale, sampling_ratio, aligned)
     torch.testing.assert_close(roi_align(x, rois, *args), roi_align_reference(x, rois, *args), **TOL[torch.float64])
 
