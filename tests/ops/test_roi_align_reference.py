@@ -5,7 +5,20 @@ import torchvision
 
 from segnotes.ops import bilinear_interpolate, roi_align_reference
 
-from test_roi_align import make_case
+
+def make_case(dtype, spatial_scale, num_images=3, channels=4, height=9, width=11, num_boxes=12, seed=0):
+    """Random maps and boxes (image coordinates) that stick out of the map, are degenerate (zero width, zero
+    height, a point) or lie entirely outside, with batch indices in no particular order."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(num_images, channels, height, width, generator=g, dtype=dtype)
+    span = torch.tensor([width + 4.0, height + 4.0], dtype=dtype)
+    corner = torch.rand(num_boxes, 2, generator=g, dtype=dtype) * span - 3
+    size = torch.rand(num_boxes, 2, generator=g, dtype=dtype) * 8
+    size[0, 0], size[1, 1], size[2] = 0.0, 0.0, 0.0
+    corner[3] = torch.tensor([width + 3.0, -5.0], dtype=dtype)
+    boxes = torch.cat([corner, corner + size], dim=1) / spatial_scale
+    index = torch.randint(0, num_images, (num_boxes, 1), generator=g).to(dtype)
+    return x, torch.cat([index, boxes], dim=1)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -13,8 +26,7 @@ from test_roi_align import make_case
 @pytest.mark.parametrize("sampling_ratio", [-1, 1, 2])
 @pytest.mark.parametrize("spatial_scale", [1.0, 0.25])
 def test_matches_torchvision(dtype, aligned, sampling_ratio, spatial_scale):
-    # Boxes that stick out of the map, degenerate ones, one entirely outside (see make_case).
-    x, rois = make_case(dtype, "cpu", spatial_scale, num_boxes=12)
+    x, rois = make_case(dtype, spatial_scale)
     args = ((3, 4), spatial_scale, sampling_ratio, aligned)
     ours = roi_align_reference(x, rois, *args)
     # Same expressions in the same dtype as torchvision's kernel: equal to the last bits (float32 sums of
@@ -24,7 +36,7 @@ def test_matches_torchvision(dtype, aligned, sampling_ratio, spatial_scale):
 
 
 def test_gradient_matches_torchvision():
-    x, rois = make_case(torch.float64, "cpu", 0.5, num_boxes=6, num_images=2, channels=2, height=6, width=7)
+    x, rois = make_case(torch.float64, 0.5, num_boxes=6, num_images=2, channels=2, height=6, width=7)
     grads = []
     for op in (roi_align_reference, torchvision.ops.roi_align):
         leaf = x.clone().requires_grad_()
