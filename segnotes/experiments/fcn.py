@@ -46,7 +46,7 @@ from ..models import FCN, fcn
 from ..models.fcn import VARIANTS
 from ..engine import distributed
 from ..utils import model_device
-from .runner import REPOSITORY_CHECKPOINTS, Chapter, checkpoint_root, run_all
+from .runner import REPOSITORY_CHECKPOINTS, Chapter, checkpoint_root, run_all  # noqa: F401 (the old import path)
 
 __all__ = [
     "FCNRecipe",

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from .._checks import check_choice, check_int, check_positive, check_range, describe
-from .detection import (
+from .detection import (  # the detection helpers, importable from here as before
     AP_KEYS,
     box_and_mask_ap,
     collate_instances,

@@ -401,22 +401,28 @@ def _load_data(spec: OwnDataRun, recipe: OwnDataRecipe, data_root) -> tuple[Data
 # Model
 
 
-def build_model(recipe: OwnDataRecipe) -> nn.Module:
-    """The recipe's untrained model (ImageNet backbone weights with ``pretrained``)."""
+def build_model(recipe: OwnDataRecipe, load_pretrained: bool = True) -> nn.Module:
+    """The recipe's untrained model (ImageNet backbone weights with ``pretrained``).
+
+    ``load_pretrained=False`` builds the same model without fetching those weights: the one to
+    load a finished run's checkpoint into.
+    """
     from ..models import fcn, mask_rcnn, maskx_rcnn
 
-    if recipe.kind == "semantic":
-        return fcn(recipe.model, recipe.num_classes, recipe.backbone, pretrained_backbone=recipe.pretrained)
+    if recipe.kind == "semantic":  # vgg16's layout is the same with or without ImageNet weights
+        pretrained = recipe.pretrained and load_pretrained
+        return fcn(recipe.model, recipe.num_classes, recipe.backbone, pretrained_backbone=pretrained)
     sizes = {}
     if recipe.image_size is not None:
         shorter = recipe.image_size[0]
         default_max = shorter if recipe.backbone == "tiny_resnet_fpn" else round(shorter * 1333 / 800)
         sizes = {"min_size": shorter, "max_size": recipe.max_size or default_max}
+    weights = {"pretrained_backbone": recipe.pretrained, "load_pretrained": load_pretrained}
     if recipe.model == "mask-rcnn":
-        return mask_rcnn(recipe.num_classes, recipe.backbone, pretrained_backbone=recipe.pretrained, **sizes)
+        return mask_rcnn(recipe.num_classes, recipe.backbone, **weights, **sizes)
     labels = recipe.label_of()
     return maskx_rcnn(recipe.num_classes, tuple(labels[c] for c in recipe.mask_classes), backbone=recipe.backbone,
-                      pretrained_backbone=recipe.pretrained, **sizes)
+                      **weights, **sizes)
 
 
 def _build(spec: OwnDataRun, recipe: OwnDataRecipe, parent) -> nn.Module:
@@ -424,9 +430,8 @@ def _build(spec: OwnDataRun, recipe: OwnDataRecipe, parent) -> nn.Module:
 
 
 def _rebuild(meta: dict) -> nn.Module:
-    # The weights come from the checkpoint: do not download ImageNet's to overwrite them.
-    fields_ = dict(meta["recipe"], pretrained=False)
-    return build_model(recipe_from_meta(fields_))
+    # The weights come from the checkpoint: do not fetch ImageNet's to overwrite them.
+    return build_model(recipe_from_meta(meta["recipe"]), load_pretrained=False)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ def load_model(out: Path, device: torch.device | str = "cpu") -> tuple[OwnDataRe
     state = load_checkpoint(path)
     meta = state.get("meta") or {}
     try:
-        recipe = recipe_from_meta(dict(meta["recipe"], pretrained=False))
+        recipe = recipe_from_meta(meta["recipe"])
         if meta.get("run") != "model" or not meta.get("done"):
             raise KeyError("run")
     except (KeyError, TypeError, ValueError):

@@ -647,14 +647,15 @@ def _load_resnet50_weights(progress: bool):
     return load_weights(ResNet50_Weights.IMAGENET1K_V1, "mask_rcnn", "ImageNet ResNet-50 weights", progress)
 
 
-def _resnet50_fpn_backbone(pretrained: bool, progress: bool = False) -> BackboneWithFPN:
+def _resnet50_fpn_backbone(pretrained: bool, progress: bool = False, load: bool = True) -> BackboneWithFPN:
     """torchvision's ResNet-50-FPN as in ``maskrcnn_resnet50_fpn``: with ImageNet weights,
-    frozen BatchNorm and the first stages frozen (3 trainable layers); from scratch, all trainable."""
+    frozen BatchNorm and the first stages frozen (3 trainable layers); from scratch, all trainable.
+    ``load=False`` builds the pretrained layout without fetching the weights."""
     from torchvision.models import resnet50
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
     from torchvision.ops.misc import FrozenBatchNorm2d
 
-    state = _load_resnet50_weights(progress) if pretrained else None  # fail before the slow build
+    state = _load_resnet50_weights(progress) if pretrained and load else None  # fail before the slow build
     net = resnet50(weights=None, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d)
     if state is not None:
         net.load_state_dict(state)
@@ -680,6 +681,7 @@ def mask_rcnn(
     backbone: str = "tiny_resnet_fpn",
     *,
     pretrained_backbone: bool = False,
+    load_pretrained: bool = True,
     roi_op: str = "align",
     mask_loss: str = "sigmoid",
     class_agnostic_masks: bool = False,
@@ -707,6 +709,9 @@ def mask_rcnn(
         backbone (str): ``"tiny_resnet_fpn"`` or ``"resnet50_fpn"``.
         pretrained_backbone (bool): load ImageNet weights (``resnet50_fpn`` only), from the
             torch hub cache or downloaded once; a RuntimeError says what to do offline.
+        load_pretrained (bool): with ``pretrained_backbone``, False builds the layout those
+            weights need (frozen BatchNorm, the first stages frozen) without fetching them: the
+            model to load a checkpoint trained from them into.
         roi_op (str): ``"align"`` or ``"pool"``, for both poolers.
         mask_loss (str): ``"sigmoid"`` or ``"softmax"`` (:func:`mask_rcnn_loss`).
         class_agnostic_masks (bool): one mask per RoI instead of one per class.
@@ -731,13 +736,14 @@ def mask_rcnn(
     check_choice(fn, "roi_op", roi_op, ROI_OPS)
     check_choice(fn, "mask_loss", mask_loss, MASK_LOSSES)
     given = {"min_size": min_size, "max_size": max_size, "canonical_scale": canonical_scale}
-    net, settings = _backbone_and_settings(fn, backbone, pretrained_backbone, given, kwargs)
+    net, settings = _backbone_and_settings(fn, backbone, pretrained_backbone, given, kwargs, load_pretrained)
     return MaskRCNN(
         net, num_classes, roi_op=roi_op, mask_loss=mask_loss, class_agnostic_masks=class_agnostic_masks, **settings
     )
 
 
-def _backbone_and_settings(fn: str, backbone: str, pretrained_backbone: bool, given: dict, kwargs: dict):
+def _backbone_and_settings(fn: str, backbone: str, pretrained_backbone: bool, given: dict, kwargs: dict,
+                           load_pretrained: bool = True):
     """The backbone network and the model settings of a factory: the backbone's defaults (see
     :func:`mask_rcnn`), then the ``given`` ones that are not None, then ``kwargs``."""
     if backbone == "tiny_resnet_fpn":
@@ -748,6 +754,6 @@ def _backbone_and_settings(fn: str, backbone: str, pretrained_backbone: bool, gi
         net = tiny_resnet_fpn_backbone()
         defaults = {"min_size": 128, "max_size": 128, "canonical_scale": 112, **_tiny_defaults()}
     else:
-        net = _resnet50_fpn_backbone(bool(pretrained_backbone))
+        net = _resnet50_fpn_backbone(bool(pretrained_backbone), load=load_pretrained)
         defaults = {"min_size": 800, "max_size": 1333, "canonical_scale": 224}
     return net, {**defaults, **{k: v for k, v in given.items() if v is not None}, **kwargs}

@@ -585,6 +585,7 @@ def maskx_rcnn(
     stop_gradient: bool = True,
     backbone: str = "tiny_resnet_fpn",
     pretrained_backbone: bool = False,
+    load_pretrained: bool = True,
     min_size: int | None = None,
     max_size: int | None = None,
     canonical_scale: float | None = None,
@@ -602,8 +603,8 @@ def maskx_rcnn(
         transfer_input, transfer_layers, transfer_hidden, fused_mlp, class_agnostic,
             stop_gradient: see :class:`MaskXRCNN`. With ``class_agnostic=True`` the transfer
             settings are checked but unused.
-        backbone, pretrained_backbone, min_size, max_size, canonical_scale, **kwargs: as
-            :func:`~segnotes.models.mask_rcnn` (``roi_op``, ``box_detections_per_img``, ...).
+        backbone, pretrained_backbone, load_pretrained, min_size, max_size, canonical_scale,
+            **kwargs: as :func:`~segnotes.models.mask_rcnn` (``roi_op``, ``box_detections_per_img``, ...).
 
     Returns:
         MaskXRCNN: in train mode, stage ``"joint"``.
@@ -621,7 +622,7 @@ def maskx_rcnn(
     check_choice(fn, "backbone", backbone, MASK_RCNN_BACKBONES)
     check_choice(fn, "roi_op", kwargs.get("roi_op", "align"), ROI_OPS)
     given = {"min_size": min_size, "max_size": max_size, "canonical_scale": canonical_scale}
-    net, settings = _backbone_and_settings(fn, backbone, pretrained_backbone, given, kwargs)
+    net, settings = _backbone_and_settings(fn, backbone, pretrained_backbone, given, kwargs, load_pretrained)
     return MaskXRCNN(
         net,
         num_classes,

@@ -1,5 +1,6 @@
 """segnotes.experiments.own_data: the recipe of segnotes train, its categories, data and models."""
 import dataclasses
+import importlib
 
 import pytest
 import torch
@@ -75,3 +76,24 @@ def test_models_are_built_from_the_recipe(coco_folder):
     model = own_data.build_model(recipe)
     assert model.num_classes == 3 and model.transform.min_size == (96,) and model.transform.max_size == 96
     assert own_data.build_model(OwnDataRecipe("fcn16s", f"coco:{coco_folder}", CATS)).variant == "fcn16s"
+
+
+def test_a_pretrained_models_checkpoint_loads_without_fetching_imagenet_weights(coco_folder, monkeypatch):
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    # the module, not the function segnotes.models re-exports under the same name
+    mask_rcnn_module = importlib.import_module("segnotes.models.mask_rcnn")
+
+    def offline(progress):
+        raise AssertionError("ImageNet weights fetched")
+
+    monkeypatch.setattr(mask_rcnn_module, "_load_resnet50_weights", offline)
+    recipe = OwnDataRecipe("mask-rcnn", f"coco:{coco_folder}", CATS, backbone="resnet50_fpn", pretrained=True,
+                           image_size=(64,))
+    with pytest.raises(AssertionError, match="fetched"):
+        own_data.build_model(recipe)  # training from ImageNet weights fetches them
+    rebuilt = own_data.CHAPTER.rebuild({"recipe": dataclasses.asdict(recipe)})
+    # the layout the ImageNet-initialised run trained (frozen BatchNorm), so its state dict loads strictly
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in rebuilt.modules())
+    reference = own_data.build_model(dataclasses.replace(recipe, pretrained=False))
+    assert set(rebuilt.state_dict()) != set(reference.state_dict())  # BatchNorm has num_batches_tracked
