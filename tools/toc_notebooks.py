@@ -19,10 +19,14 @@ def entries(node):
             yield from entries(item)
 
 
+def toc_entries(top: Path) -> list[str]:
+    """Every page that ``top/_toc.yml`` lists (the root first), once each, as paths without extension."""
+    return list(dict.fromkeys(entries(yaml.safe_load((top / "_toc.yml").read_text()))))
+
+
 def main() -> int:
     top = Path(__file__).resolve().parents[1]
-    toc = yaml.safe_load((top / "_toc.yml").read_text())
-    for name in dict.fromkeys(entries(toc)):
+    for name in toc_entries(top):
         path = top / f"{name}.ipynb"
         if path.exists():
             print(path.relative_to(top))

@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 
 import pytest
-import yaml
 
 import sitecheck
+from toc_notebooks import toc_entries  # the Makefile's reader of _toc.yml
 
 pytestmark = pytest.mark.browser
 
@@ -26,23 +26,7 @@ SCREENSHOTS = Path(os.environ.get("SEGNOTES_SCREENSHOTS", TOP / "_build" / "scre
 MAX_PAGE_BYTES = 15 * 2**20
 
 
-def toc_pages() -> list[str]:
-    def entries(node):
-        if isinstance(node, dict):
-            for key in ("root", "file"):
-                if key in node:
-                    yield node[key]
-            for value in node.values():
-                if isinstance(value, (list, dict)):
-                    yield from entries(value)
-        elif isinstance(node, list):
-            for item in node:
-                yield from entries(item)
-
-    return list(dict.fromkeys(entries(yaml.safe_load((TOP / "_toc.yml").read_text()))))
-
-
-PAGES = [*toc_pages(), "genindex", "search"]
+PAGES = [*toc_entries(TOP), "genindex", "search"]
 
 
 @pytest.fixture(scope="session")

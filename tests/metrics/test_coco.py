@@ -522,20 +522,26 @@ def _gt_with(segmentation, size=20):
     }
 
 
-@pytest.mark.parametrize("function", ["average_precision", "coco_evaluate"])
-def test_uncompressed_rle_that_does_not_cover_the_image_is_refused_not_a_hang(run_isolated, function):
+def _error_in_child(run_isolated, function: str, gt: dict, segmentation) -> str:
+    """``function(gt, [one detection with segmentation])`` in a child process with a time limit (the old code
+    hung inside pycocotools): the ValueError's message, or "no error"."""
+    detection = {"image_id": 1, "category_id": 1, "score": 0.9, "segmentation": segmentation}
     result = run_isolated(f"""
         from segnotes.metrics import {function}
-        gt = {_gt_with(BAD_UNCOMPRESSED)!r}
-        dets = [{{"image_id": 1, "category_id": 1, "score": 0.9, "segmentation": gt["annotations"][0]["segmentation"]}}]
         try:
-            {function}(gt, dets)
+            {function}({gt!r}, [{detection!r}])
             print("no error")
         except ValueError as error:
             print(error)
     """, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize("function", ["average_precision", "coco_evaluate"])
+def test_uncompressed_rle_that_does_not_cover_the_image_is_refused_not_a_hang(run_isolated, function):
+    gt = _gt_with(BAD_UNCOMPRESSED)
+    assert _error_in_child(run_isolated, function, gt, gt["annotations"][0]["segmentation"]) == (
         f"{function}: coco_gt['annotations'][0]['segmentation'] run lengths add up to 452, not height * width "
         "= 20 * 20 = 400")
 
@@ -546,18 +552,8 @@ def test_compressed_rle_detection_that_does_not_cover_the_image_is_refused_not_a
     mask = np.zeros((20, 20), bool)
     mask[2:12, 2:7] = True
     long_runs = mask_utils.frPyObjects({"size": [20, 21], "counts": [42, 10, 349]}, 20, 21)["counts"].decode("ascii")
-    result = run_isolated(f"""
-        from segnotes.metrics import {function}
-        gt = {_gt_with(rle(mask))!r}
-        dets = [{{"image_id": 1, "category_id": 1, "score": 0.9, "segmentation": {{"size": [20, 20], "counts": {long_runs!r}}}}}]
-        try:
-            {function}(gt, dets)
-            print("no error")
-        except ValueError as error:
-            print(error)
-    """, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (
+    detection = {"size": [20, 20], "counts": long_runs}
+    assert _error_in_child(run_isolated, function, _gt_with(rle(mask)), detection) == (
         f"{function}: detections[0]['segmentation'] run lengths add up to 401, not height * width = 20 * 20 = 400")
 
 
