@@ -17,6 +17,8 @@ DATA_ARGS := --num-train 2000 --num-val 500 --seed 0 --image-size 128
 DATA_STAMP := data/.stamps/shapes
 # the variant with handles, for the LSE chapter (same arguments plus --handles)
 HANDLES_ROOT := data/shapes_handles
+# the many-category variant with handles, for the LSE chapter's curve over the number of mask classes
+ATTRIBUTES_ROOT := data/shapes_attributes
 NOTEBOOKS = $(shell $(PY) tools/toc_notebooks.py)
 # One thread per process keeps CI's 2 cores predictable; torch still uses both cores in the kernels we time.
 export OMP_NUM_THREADS ?= 2
@@ -32,7 +34,7 @@ help:
 	@echo "make site      build _build/html from the notebooks' stored outputs (what GitHub Pages publishes)"
 	@echo "make browser   build the site, then open every page in headless Chromium (tests/book)"
 	@echo "make anywhere  run every chapter from the built wheel in a fresh venv, empty folder, empty HOME"
-	@echo "make data      generate and verify the shapes data sets in $(DATA_ROOT) and $(HANDLES_ROOT)"
+	@echo "make data      generate and verify the shapes data sets in $(DATA_ROOT), $(HANDLES_ROOT) and $(ATTRIBUTES_ROOT)"
 	@echo "make notebooks re-execute the chapters in place (refreshes their stored outputs)"
 	@echo "make checkpoints retrain the models the chapters load (hours on a CPU, JOBS=2 DEVICE=cpu; resumable)"
 	@echo "make manifest  rewrite segnotes/downloads.sha256 from data/checkpoints (make checkpoints does it too)"
@@ -53,7 +55,7 @@ data: $(DATA_STAMP)
 
 # Idempotent: generate() returns at once when the folder already holds this data set.
 # A folder left by an older generator is regenerated; the checksums must then match.
-$(DATA_STAMP): $(INSTALLED) segnotes/data/shapes.py segnotes/data/png.py data/shapes.sha256 data/shapes_handles.sha256
+$(DATA_STAMP): $(INSTALLED) segnotes/data/shapes.py segnotes/data/png.py data/shapes.sha256 data/shapes_handles.sha256 data/shapes_attributes.sha256
 	@$(SEGNOTES) data shapes --root $(DATA_ROOT) $(DATA_ARGS) || { \
 	  echo "regenerating $(DATA_ROOT) (it held a data set made differently)"; \
 	  rm -rf $(DATA_ROOT); $(SEGNOTES) data shapes --root $(DATA_ROOT) $(DATA_ARGS); }
@@ -62,6 +64,10 @@ $(DATA_STAMP): $(INSTALLED) segnotes/data/shapes.py segnotes/data/png.py data/sh
 	  echo "regenerating $(HANDLES_ROOT) (it held a data set made differently)"; \
 	  rm -rf $(HANDLES_ROOT); $(SEGNOTES) data shapes --root $(HANDLES_ROOT) $(DATA_ARGS) --handles; }
 	@$(SEGNOTES) data verify --root $(HANDLES_ROOT) --checksums data/shapes_handles.sha256
+	@$(SEGNOTES) data shapes --root $(ATTRIBUTES_ROOT) $(DATA_ARGS) --handles --attributes || { \
+	  echo "regenerating $(ATTRIBUTES_ROOT) (it held a data set made differently)"; \
+	  rm -rf $(ATTRIBUTES_ROOT); $(SEGNOTES) data shapes --root $(ATTRIBUTES_ROOT) $(DATA_ARGS) --handles --attributes; }
+	@$(SEGNOTES) data verify --root $(ATTRIBUTES_ROOT) --checksums data/shapes_attributes.sha256
 	@mkdir -p $(dir $@) && touch $@
 
 book: $(DATA_STAMP)

@@ -175,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--handles", action="store_true",
         help="the variant with handles (the LSE chapter's data): the mask includes an object's handle for some categories only",
     )
+    shapes.add_argument(
+        "--attributes", action="store_true",
+        help="the many-category variant: 50 categories, each an outline, a colour family and a texture "
+        "(with --handles: the LSE chapter's curve over the number of mask classes)",
+    )
 
     checksums = data_commands.add_parser("checksums", help="write SHA-256 checksums of a data set")
     checksums.add_argument("--root", type=str, required=True, help="data set folder")
@@ -205,6 +210,7 @@ def _run_data(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=not args.no_progress,
             handles=args.handles,
+            attributes=args.attributes,
         )
         print(f"shapes data set ready in {root}")
     elif args.data_command == "checksums":

@@ -11,6 +11,10 @@ from .datasets import CocoInstances, CocoSemantic, ShapesInstances, ShapesSemant
 from .voc import VOC_CLASSES, VOCInstances, VOCSemantic
 from .png import encode_png, voc_palette, write_png
 from .shapes import (
+    ATTRIBUTE_CATEGORIES,
+    ATTRIBUTE_GROUPS,
+    ATTRIBUTE_HANDLE_IN_MASK,
+    ATTRIBUTE_MASK_ORDER,
     CATEGORIES,
     GROUPS,
     HANDLE_IN_MASK,
@@ -21,11 +25,16 @@ from .shapes import (
     generate,
     render,
     statistics,
+    variant_folder,
     verify,
     write_checksums,
 )
 
 __all__ = [
+    "ATTRIBUTE_CATEGORIES",
+    "ATTRIBUTE_GROUPS",
+    "ATTRIBUTE_HANDLE_IN_MASK",
+    "ATTRIBUTE_MASK_ORDER",
     "CATEGORIES",
     "GROUPS",
     "HANDLE_IN_MASK",
@@ -45,6 +54,7 @@ __all__ = [
     "generate",
     "render",
     "statistics",
+    "variant_folder",
     "verify",
     "voc_palette",
     "write_checksums",

@@ -344,15 +344,20 @@ def _check_coco_file(fn: str, path: Path, dataset: dict) -> None:
     _check_compressed_rles(fn, *compressed)
 
 
-def _withheld_categories(fn: str, partial) -> tuple[int, ...]:
-    """The category ids whose masks ``partial`` withholds (see :class:`ShapesInstances`)."""
+def _withheld_categories(fn: str, partial, root: Path) -> tuple[int, ...]:
+    """The category ids whose masks ``partial`` withholds (see :class:`ShapesInstances`), with the
+    groups and categories of the data set at ``root`` (its meta.json: the variants differ)."""
+    meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))
+    groups = {name: tuple(ids) for name, ids in meta.get("groups", GROUPS).items()}
+    ids = [c["id"] for c in meta.get("categories", CATEGORIES)]
     if partial is None or isinstance(partial, str):
-        check_choice(fn, "partial", partial, (None, *GROUPS))
-        return GROUPS[partial] if partial else ()
-    ids = [c["id"] for c in CATEGORIES]
+        check_choice(fn, "partial", partial, (None, *groups))
+        return groups[partial] if partial else ()
     if not isinstance(partial, (tuple, list)) or not all(isinstance(c, int) and not isinstance(c, bool) and c in ids for c in partial):
+        shown = f"{ids}" if len(ids) <= 12 else f"{ids[0]}..{ids[-1]}"
         raise ValueError(
-            f"{fn}: partial must be None, 'A', 'B' or a sequence of category ids from {ids}, got {partial!r}"
+            f"{fn}: partial must be None, 'A', 'B' or a sequence of category ids from {shown} (the data set at "
+            f"{root}), got {partial!r}"
         )
     return tuple(partial)
 
@@ -368,8 +373,9 @@ class ShapesInstances(CocoInstances):
     Args:
         root: the data set's folder (default: :func:`segnotes.data.default_root`).
         split: ``"train"`` or ``"val"``.
-        partial: None, ``"A"`` or ``"B"`` (the group whose masks are withheld), or a sequence
-            of category ids (1..9) whose masks are withheld.
+        partial: None, ``"A"`` or ``"B"`` (the group whose masks are withheld, as the data set's
+            meta.json defines the groups), or a sequence of category ids (1..9; 1..50 in the
+            attributes variant) whose masks are withheld.
         transforms: optional ``transforms(image, target) -> (image, target)``.
         include_crowd: keep the ``iscrowd=1`` annotations.
     """
@@ -378,7 +384,7 @@ class ShapesInstances(CocoInstances):
                  include_crowd: bool = False):
         fn = type(self).__name__
         root, split_dir = _shapes_split(fn, root, split)
-        withheld = _withheld_categories(fn, partial)
+        withheld = _withheld_categories(fn, partial, root)
         super().__init__(split_dir, split_dir / "instances.json", transforms=transforms, include_crowd=include_crowd)
         self.root, self.split, self.partial = root, split, partial
         self._withheld = torch.tensor(withheld, dtype=torch.int64)

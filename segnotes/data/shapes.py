@@ -35,6 +35,7 @@ On disk (``generate``) the layout mirrors COCO and VOC::
 """
 from __future__ import annotations
 
+import colorsys
 import contextlib
 import hashlib
 import json
@@ -55,6 +56,14 @@ from ..metrics.coco import encode_masks
 from .png import atomic_write, voc_palette, write_png
 
 __all__ = [
+    "ATTRIBUTE_CATEGORIES",
+    "ATTRIBUTE_COLOURS",
+    "ATTRIBUTE_GROUPS",
+    "ATTRIBUTE_HANDLE_IN_MASK",
+    "ATTRIBUTE_MASK_ORDER",
+    "ATTRIBUTE_MIN_RADIUS",
+    "ATTRIBUTE_OUTLINES",
+    "ATTRIBUTE_TEXTURES",
     "CATEGORIES",
     "GROUPS",
     "HANDLE_IN_MASK",
@@ -68,6 +77,7 @@ __all__ = [
     "generate",
     "render",
     "statistics",
+    "variant_folder",
     "verify",
     "write_checksums",
 ]
@@ -111,6 +121,73 @@ HANDLE_IN_MASK = {1: True, 2: True, 3: False, 4: True, 5: False, 6: False, 7: Fa
 """Category id -> does the handle belong to the instance mask (``handles=True`` data sets only)."""
 
 _NAMES = tuple(name for _, name, *_ in _SPECS)
+
+
+def _outline_radii(name: str) -> tuple[float, float]:
+    """The circumradius range (pixels at 128 px) of the category called ``name``."""
+    return _SPECS[_NAMES.index(name)][4]
+
+
+# The attributes variant (``attributes=True``): 50 categories, each a combination of three attributes that
+# a detector must all see to name it: an outline, a colour family and a texture. With handles, whether the
+# handle belongs to the mask follows the outline alone (a rule a transfer function can learn from the mask
+# classes and carry to box-only ones). Group B, fixed, holds 10 categories: every outline and every colour
+# twice, each texture five times. Group A holds the other 40, in an order (ATTRIBUTE_MASK_ORDER) whose first
+# 5, 10, 20 and 40 are balanced the same way: the mask classes of the LSE chapter's curve.
+ATTRIBUTE_OUTLINES = ("circle", "ring", "square", "triangle", "star")
+ATTRIBUTE_COLOURS = ("red", "yellow", "green", "blue", "magenta")
+ATTRIBUTE_TEXTURES = ("plain", "striped")
+# look-alike outlines get opposite rules (circle/ring, square/triangle), so a rough look does not decide
+_OUTLINE_HANDLE_IN_MASK = {"circle": True, "ring": False, "square": True, "triangle": False, "star": True}
+_HUES = {"red": 0.0, "yellow": 55.0, "green": 125.0, "blue": 225.0, "magenta": 300.0}  # centre, degrees
+_HUE_SPREAD = 20.0  # a colour family's hues span +-10 degrees around its centre
+ATTRIBUTE_MIN_RADIUS = 6.0  # pixels at 128 px: stripes (3-9 px) and colour must show on every object
+_STRIPE_SHADE = 0.4  # a striped object's second colour is its first, this much as bright
+
+
+def _attribute_id(outline: int, colour: int, texture: int) -> int:
+    return 1 + 10 * outline + 2 * colour + texture
+
+
+def _transversal(shift: int, parity: int) -> tuple[int, ...]:
+    """Five categories with every outline and every colour once: outline o, colour o + shift, texture o + parity."""
+    return tuple(_attribute_id(o, (o + shift) % 5, (o + parity) % 2) for o in range(5))
+
+
+# The 10 transversals (shift 0..4, parity 0..1) partition the 50 categories. Pairs with opposite parity
+# hold each texture five times.
+_B_TRANSVERSALS = ((0, 0), (2, 1))
+_A_TRANSVERSALS = ((1, 0), (3, 1), (4, 0), (0, 1), (2, 0), (1, 1), (3, 0), (4, 1))
+
+
+def _attribute_categories() -> list[dict]:
+    b_ids = {i for t in _B_TRANSVERSALS for i in _transversal(*t)}
+    categories = []
+    for o, outline in enumerate(ATTRIBUTE_OUTLINES):
+        for c, colour in enumerate(ATTRIBUTE_COLOURS):
+            for t, texture in enumerate(ATTRIBUTE_TEXTURES):
+                i = _attribute_id(o, c, t)
+                categories.append(dict(
+                    id=i, name=f"{colour} {texture} {outline}", supercategory=outline, group="B" if i in b_ids else "A",
+                    outline=outline, colour=colour, texture=texture,
+                ))
+    return categories
+
+
+ATTRIBUTE_CATEGORIES = _attribute_categories()
+"""The attributes variant's 50 categories as COCO category dicts (id, name, supercategory = outline, group,
+outline, colour, texture). ``id = 1 + 10 * outline + 2 * colour + texture`` (indices into the tuples above)."""
+ATTRIBUTE_MASK_ORDER = tuple(i for t in _A_TRANSVERSALS for i in _transversal(*t))
+"""Group A's 40 category ids in the order the LSE curve adds mask classes: the first 5 hold every outline and
+colour once; the first 10, 20 and 40 every outline and colour 2, 4 and 8 times and each texture equally often."""
+ATTRIBUTE_GROUPS = {
+    "A": tuple(sorted(ATTRIBUTE_MASK_ORDER)),
+    "B": tuple(sorted(i for t in _B_TRANSVERSALS for i in _transversal(*t))),
+}
+"""The attributes variant's groups: ``{"A": 40 ids, "B": 10 ids}``, disjoint, sorted."""
+ATTRIBUTE_HANDLE_IN_MASK = {c["id"]: _OUTLINE_HANDLE_IN_MASK[c["outline"]] for c in ATTRIBUTE_CATEGORIES}
+"""Category id -> does the handle belong to the mask (attributes variant with handles): the outline's rule."""
+_ATTRIBUTES_BY_ID = {c["id"]: c for c in ATTRIBUTE_CATEGORIES}
 _LABEL_LIMIT = 1 << 12  # owner labels stay below this, so count * limit + label orders votes
 _QUANTUM = 2.0**30
 
@@ -168,6 +245,12 @@ class _Shape(NamedTuple):
     radius: float  # circumradius, pixels
     params: tuple  # category-specific, pixels or ratios
     handle: tuple | None = None  # (cos, sin, start, end, half_width): a bar along that local direction
+    outline: str = ""  # the outline's name when it is not the category's (the attributes variant)
+
+
+def _outline_name(shape: _Shape) -> str:
+    """The shape's outline: its own in the attributes variant, else its category's name."""
+    return shape.outline or _NAMES[shape.category_id - 1]
 
 
 def _convex(u: np.ndarray, v: np.ndarray, vertices) -> np.ndarray:
@@ -191,7 +274,7 @@ def _star_points(radius: float, inner: float) -> list[tuple[float, float]]:
 
 def _inside_local(shape: _Shape, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Is each sample (u, v), in the shape's frame, inside the shape?"""
-    r, p, name = shape.radius, shape.params, _NAMES[shape.category_id - 1]
+    r, p, name = shape.radius, shape.params, _outline_name(shape)
     if name in ("circle", "ring", "crescent"):
         d2 = u * u + v * v
         if name == "circle":
@@ -219,7 +302,7 @@ def _inside_local(shape: _Shape, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def _outline(shape: _Shape) -> list[tuple[float, float]] | None:
     """Local points whose rotated extent bounds the shape, or None for round shapes."""
-    r, name = shape.radius, _NAMES[shape.category_id - 1]
+    r, name = shape.radius, _outline_name(shape)
     if name in ("square", "frame"):
         h = r / math.sqrt(2.0)
         return [(h, h), (-h, h), (-h, -h), (h, -h)]
@@ -287,9 +370,8 @@ def _draw_handle(rng, shape: _Shape, scale: float) -> tuple:
     return (hc, hs, _q(0.7 * edge), _q(edge + length), _q(half_width))
 
 
-def _shape_params(rng: np.random.Generator, category_id: int, radius: float, scale: float) -> tuple:
-    """Category-specific parameters in pixels: hole size, star's inner radius, cut disc, half width."""
-    name = _NAMES[category_id - 1]
+def _shape_params(rng: np.random.Generator, name: str, radius: float, scale: float) -> tuple:
+    """Outline-specific parameters in pixels: hole size, star's inner radius, cut disc, half width."""
     if name == "ring":
         return ((0.4 + 0.2 * rng.random()) * radius,)  # hole radius
     if name == "frame":
@@ -303,19 +385,21 @@ def _shape_params(rng: np.random.Generator, category_id: int, radius: float, sca
     return ()
 
 
-def _draw_shape(rng, category_id, image_size, radius_range=None, centre=None, handle=False) -> _Shape:
+def _draw_shape(rng, category_id, image_size, radius_range=None, centre=None, handle=False, outline="") -> _Shape:
     """A random shape of ``category_id``: size, rotation, parameters, and a position inside the image.
 
     ``radius_range`` (pixels at 128 px) overrides the category's; ``centre`` = (x, y, spread)
     places the shape within ``spread`` of (x, y) instead of anywhere; ``handle`` adds a handle
-    (drawn after the other parameters, so shapes without one use the same random numbers as before).
+    (drawn after the other parameters, so shapes without one use the same random numbers as before);
+    ``outline`` names the outline when it is not the category's (the attributes variant).
     """
     scale = image_size / 128
-    low, high = radius_range or _SPECS[category_id - 1][4]
+    name = outline or _NAMES[category_id - 1]
+    low, high = radius_range or _outline_radii(name)
     radius = _log_uniform(rng, low * scale, high * scale)
     angle = 2 * math.pi * rng.random()
     cos, sin = _q(math.cos(angle)), _q(math.sin(angle))
-    shape = _Shape(category_id, 0.0, 0.0, cos, sin, radius, _shape_params(rng, category_id, radius, scale))
+    shape = _Shape(category_id, 0.0, 0.0, cos, sin, radius, _shape_params(rng, name, radius, scale), outline=outline)
     if handle:
         shape = shape._replace(handle=_draw_handle(rng, shape, scale))
     ex, ey = _half_extent(shape)
@@ -442,13 +526,40 @@ def _pick_colours(rng, kind, behind):
     return best
 
 
-def _paint(rng, image2x, shape, window, inside, dx, dy, scale):
-    """Paint ``shape``'s random texture into ``image2x`` [2S, 2S, 3] where ``inside``."""
+def _paint(rng, image2x, shape, window, inside, dx, dy, scale, attributes=None):
+    """Paint ``shape``'s texture into ``image2x`` [2S, 2S, 3] where ``inside``.
+
+    ``attributes``: None for a random texture and colours, or the category dict of the
+    attributes variant, whose colour family and texture it paints.
+    """
     region = image2x[window]
     behind = region[inside].mean(axis=0)
-    kind = _TEXTURES[rng.integers(len(_TEXTURES))]
-    colours = _pick_colours(rng, kind, behind)
+    if attributes is None:
+        kind = _TEXTURES[rng.integers(len(_TEXTURES))]
+        colours = _pick_colours(rng, kind, behind)
+    else:
+        kind = "stripes" if attributes["texture"] == "striped" else "solid"
+        colours = _pick_family_colour(rng, attributes["colour"], behind)
     region[inside] = _texture(rng, kind, colours, dx[inside], dy[inside], scale, shape.radius)
+
+
+def _pick_family_colour(rng, family: str, behind: np.ndarray):
+    """A colour of ``family`` (float64 [3]) and its darker shade, retried until it stands out from ``behind``.
+
+    Hue within +-10 degrees of the family's, saturation 0.7-1 and value 0.6-1: a family stays
+    recognisable whatever the draw. ``colorsys`` uses only +, -, *, / and ``int``: exact everywhere.
+    """
+    best, best_margin = None, -math.inf
+    for _ in range(_COLOUR_TRIES):
+        hue = ((_HUES[family] + _HUE_SPREAD * (rng.random() - 0.5)) / 360.0) % 1.0
+        rgb = colorsys.hsv_to_rgb(hue, 0.7 + 0.3 * rng.random(), 0.6 + 0.4 * rng.random())
+        c1 = 255.0 * np.asarray(rgb)
+        margin = _distance(c1, behind) / _MIN_CONTRAST
+        if margin > best_margin:
+            best, best_margin = (c1, _STRIPE_SHADE * c1), margin
+        if margin >= 1.0:
+            break
+    return best
 
 
 def _smooth_noise(rng, side: int, cells: int) -> np.ndarray:
@@ -461,14 +572,18 @@ def _smooth_noise(rng, side: int, cells: int) -> np.ndarray:
     return rows[:, i] * (1.0 - f)[None, :] + rows[:, i + 1] * f[None, :]
 
 
-def _background(rng, image_size: int) -> np.ndarray:
+def _background(rng, image_size: int, grey: bool = False) -> np.ndarray:
     """A low-contrast textured background on the 2x grid: float64 [2S, 2S, 3] in [0, 255].
 
     Two nearby colours mixed by a field in [0, 1]: stripes, a linear gradient or smooth
-    blotches, plus a little per-sample grain so that no region is flat.
+    blotches, plus a little per-sample grain so that no region is flat. ``grey``: nearly grey
+    colours (the attributes variant, whose objects' colour families must stand out).
     """
     scale, side = image_size / 128, 2 * image_size
-    base = 30.0 + 195.0 * rng.random(3)
+    if grey:
+        base = 30.0 + 195.0 * rng.random() + 16.0 * (rng.random(3) - 0.5)
+    else:
+        base = 30.0 + 195.0 * rng.random(3)
     other = np.clip(base + 80.0 * (rng.random(3) - 0.5), 0.0, 255.0)  # within +-40 per channel
     coords = (np.arange(side) + 0.5) * 0.5 - image_size / 2  # sample offsets from the centre
     kind = ("stripes", "gradient", "blotches")[rng.integers(3)]
@@ -501,6 +616,7 @@ class Rendered(NamedTuple):
     iscrowd: tuple  # per annotation, 0 or 1
     full_areas: tuple  # per annotation: pixels it would own with nothing on top
     handles: np.ndarray | None = None  # [S, S] bool: pixels of a handle (None: drawn without handles)
+    handle_in_mask: tuple | None = None  # per annotation: does its mask hold its handle (None: without handles)
 
 
 class _Canvas:
@@ -510,16 +626,35 @@ class _Canvas:
     so a mask that leaves out its handle still keeps 35% of its body.
     """
 
-    def __init__(self, rng, image_size, handles=False):
+    def __init__(self, rng, image_size, handles=False, attributes=False):
         self.size = image_size
+        self.categories = _ATTRIBUTES_BY_ID if attributes else None  # id -> category dict, attributes variant
+        self.handle_rule = ATTRIBUTE_HANDLE_IN_MASK if attributes else HANDLE_IN_MASK
         self.scale = image_size / 128
         self.min_pixels = max(4.0, MIN_VISIBLE_PIXELS * self.scale**2)
         self.owner2x = np.zeros((2 * image_size, 2 * image_size), np.int32)
         self.handle2x = np.zeros((2 * image_size, 2 * image_size), bool) if handles else None
-        self.image2x = _background(rng, image_size)
+        self.image2x = _background(rng, image_size, grey=attributes)
         self.visible = [0]  # per label (0 = background, unused): pixels owned now
         self.full = [0]  # per label: pixels owned with nothing on top
         self.category_ids, self.iscrowd = [], []
+
+    def draw_category(self, rng) -> int:
+        """A category id, uniformly: 1..9, or 1..50 in the attributes variant."""
+        return int(rng.integers(1, (len(self.categories) if self.categories else len(_SPECS)) + 1))
+
+    def outline(self, category_id: int) -> tuple[str, tuple[float, float]]:
+        """The category's outline ("" for the category's own) and its radius range, pixels at 128 px."""
+        if self.categories is None:
+            return "", _SPECS[category_id - 1][4]
+        name = self.categories[category_id]["outline"]
+        low, high = _outline_radii(name)
+        return name, (max(low, ATTRIBUTE_MIN_RADIUS), high)
+
+    def paint(self, rng, shape: _Shape, painted) -> None:
+        """Paint a shape that :meth:`try_add` accepted, in its category's colours in the attributes variant."""
+        attributes = None if self.categories is None else self.categories[shape.category_id]
+        _paint(rng, self.image2x, shape, *painted, self.scale, attributes)
 
     def try_add(self, shape: _Shape, label: int):
         """Paint ``shape``'s owner ``label`` if every other instance stays visible enough.
@@ -561,8 +696,8 @@ class _Canvas:
 
 def _place_crowd(rng, canvas: _Canvas) -> None:
     """A cluster of 4-8 small shapes of one category, owned by one crowd annotation (label 1)."""
-    category_id = int(rng.integers(1, len(_SPECS) + 1))
-    low = _SPECS[category_id - 1][4][0]
+    category_id = canvas.draw_category(rng)
+    outline, (low, _) = canvas.outline(category_id)
     spread = canvas.scale * (6.0 + 10.0 * rng.random())
     margin = spread + 2.5 * low * canvas.scale
     centre = (
@@ -571,10 +706,10 @@ def _place_crowd(rng, canvas: _Canvas) -> None:
         spread,
     )
     for _ in range(int(rng.integers(4, 9))):
-        shape = _draw_shape(rng, category_id, canvas.size, (low, 2.0 * low), centre)
+        shape = _draw_shape(rng, category_id, canvas.size, (low, 2.0 * low), centre, outline=outline)
         painted = canvas.try_add(shape, label=1)
         if painted is not None:
-            _paint(rng, canvas.image2x, shape, *painted, canvas.scale)
+            canvas.paint(rng, shape, painted)
     if len(canvas.full) == 1:  # no member was big enough (tiny images only): no crowd
         return
     # the region's own area is that of the union of its members
@@ -609,7 +744,8 @@ def _void_band(owners: np.ndarray, width: int) -> np.ndarray:
 
 
 def render(
-    seed: int = 0, split: str = "train", index: int = 0, image_size: int = 128, void_width: int = 1, handles: bool = False
+    seed: int = 0, split: str = "train", index: int = 0, image_size: int = 128, void_width: int = 1, handles: bool = False,
+    attributes: bool = False,
 ) -> Rendered:
     """Render image ``index`` of ``split``, exactly as :func:`generate` writes it.
 
@@ -623,12 +759,17 @@ def render(
             it. Its box covers the handle; its mask includes the handle only if
             :data:`HANDLE_IN_MASK` says so for its category; a handle left out is void (255) in
             the semantic label. Without handles the output is unchanged (same random numbers).
+        attributes: the many-category variant: 50 categories (:data:`ATTRIBUTE_CATEGORIES`), each an
+            outline, a colour family and a texture, on nearly grey backgrounds; objects at least
+            :data:`ATTRIBUTE_MIN_RADIUS` px. With handles, :data:`ATTRIBUTE_HANDLE_IN_MASK` (the outline's
+            rule) decides whether a handle belongs to the mask.
 
     Returns:
         Rendered: ``image`` (ndarray[S, S, 3], uint8), ``owners`` (ndarray[S, S], int32: 0 for
         background, k for the k-th annotation, handles included), ``label`` (ndarray[S, S],
         uint8: class ids, 255 void), per annotation ``category_ids``, ``iscrowd`` and
-        ``full_areas``, and ``handles`` (ndarray[S, S], bool: handle pixels; None without handles).
+        ``full_areas``, ``handles`` (ndarray[S, S], bool: handle pixels; None without handles) and
+        ``handle_in_mask`` (per annotation; None without handles).
     """
     fn = "render"
     check_int(fn, "seed", seed, minimum=0)
@@ -636,10 +777,11 @@ def render(
     check_int(fn, "index", index, minimum=0)
     check_int(fn, "image_size", image_size, minimum=MIN_IMAGE_SIZE)
     check_int(fn, "void_width", void_width, minimum=0)
-    if not isinstance(handles, bool):
-        raise TypeError(f"{fn}: handles must be a bool, got {describe(handles)}")
+    for name, value in (("handles", handles), ("attributes", attributes)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{fn}: {name} must be a bool, got {describe(value)}")
     rng = _rng(seed, split, index)
-    canvas = _Canvas(rng, image_size, handles)
+    canvas = _Canvas(rng, image_size, handles, attributes)
     if rng.random() < CROWD_PROBABILITY:
         _place_crowd(rng, canvas)
     wanted = int(rng.integers(INSTANCES_PER_IMAGE[0], INSTANCES_PER_IMAGE[1] + 1))
@@ -647,11 +789,12 @@ def render(
     for _ in range(12 * wanted):
         if placed == wanted:
             break
-        category_id = int(rng.integers(1, len(_SPECS) + 1))
-        shape = _draw_shape(rng, category_id, image_size, handle=handles)
+        category_id = canvas.draw_category(rng)
+        outline, radii = canvas.outline(category_id)
+        shape = _draw_shape(rng, category_id, image_size, radii, handle=handles, outline=outline)
         painted = canvas.try_add(shape, label=len(canvas.full))
         if painted is not None:
-            _paint(rng, canvas.image2x, shape, *painted, canvas.scale)
+            canvas.paint(rng, shape, painted)
             canvas.category_ids.append(category_id)
             canvas.iscrowd.append(0)
             placed += 1
@@ -667,13 +810,15 @@ def _finish(canvas: _Canvas, void_width: int) -> Rendered:
     classes = np.asarray([0] + canvas.category_ids, np.uint8)
     label = classes[owners]
     label[_void_band(owners, void_width)] = VOID
-    handles = None
+    handles = handle_in_mask = None
     if canvas.handle2x is not None:
         handles = _handle_pixels(canvas.owner2x, canvas.handle2x, owners)
-        in_mask = np.asarray([True] + [HANDLE_IN_MASK[c] for c in canvas.category_ids])
+        handle_in_mask = tuple(canvas.handle_rule[c] for c in canvas.category_ids)
+        in_mask = np.asarray((True, *handle_in_mask))
         label[handles & ~in_mask[owners]] = VOID
     return Rendered(
-        image, owners, label, tuple(canvas.category_ids), tuple(canvas.iscrowd), tuple(canvas.full[1:]), handles
+        image, owners, label, tuple(canvas.category_ids), tuple(canvas.iscrowd), tuple(canvas.full[1:]), handles,
+        handle_in_mask,
     )
 
 
@@ -705,7 +850,7 @@ def _annotations(rendered: Rendered) -> list[dict]:
         extra = {}
         if rendered.handles is not None:
             handle = owned & rendered.handles
-            if not HANDLE_IN_MASK[category_id]:
+            if not rendered.handle_in_mask[k - 1]:
                 mask = owned & ~rendered.handles
             extra["handle"] = encode_masks(handle)[0]  # visible handle pixels, for the LSE chapter's diagnostics
         annotations.append(
@@ -720,8 +865,8 @@ def _file_name(index: int) -> str:
 
 def _make_image(job) -> list[dict]:
     """Worker: render one image, write its RGB and label PNGs, return its annotations."""
-    root, seed, split, index, image_size, void_width, handles = job
-    rendered = render(seed, split, index, image_size, void_width, handles)
+    root, seed, split, index, image_size, void_width, handles, attributes = job
+    rendered = render(seed, split, index, image_size, void_width, handles, attributes)
     split_dir = Path(root) / split
     write_png(split_dir / "images" / _file_name(index), rendered.image)
     write_png(split_dir / "labels" / _file_name(index), rendered.label, palette=voc_palette())
@@ -735,21 +880,30 @@ def _dump_json(path: Path, obj, indent=None) -> None:
     atomic_write(path, text.encode("utf-8"))
 
 
-def _coco_categories(handles: bool = False) -> list[dict]:
-    categories = [dict(id=i, name=n, supercategory=s, group=g) for i, n, s, g, _ in _SPECS]
+def _coco_categories(handles: bool = False, attributes: bool = False) -> list[dict]:
+    """The data set's category dicts; with ``handles``, meta.json's carry ``handle_in_mask``."""
+    if attributes:
+        categories = [dict(c) for c in ATTRIBUTE_CATEGORIES]
+        rule = ATTRIBUTE_HANDLE_IN_MASK
+    else:
+        categories = [dict(id=i, name=n, supercategory=s, group=g) for i, n, s, g, _ in _SPECS]
+        rule = HANDLE_IN_MASK
     if handles:
         for category in categories:
-            category["handle_in_mask"] = HANDLE_IN_MASK[category["id"]]
+            category["handle_in_mask"] = rule[category["id"]]
     return categories
 
 
 def _meta(arguments: dict, complete: bool) -> dict:
+    attributes = arguments.get("attributes", False)
+    extra = dict(mask_order=list(ATTRIBUTE_MASK_ORDER)) if attributes else {}
     return dict(
         generator=GENERATOR,
         format_version=FORMAT_VERSION,
         arguments=arguments,
-        categories=_coco_categories(arguments.get("handles", False)),
-        groups={name: list(ids) for name, ids in GROUPS.items()},
+        categories=_coco_categories(arguments.get("handles", False), attributes),
+        groups={name: list(ids) for name, ids in (ATTRIBUTE_GROUPS if attributes else GROUPS).items()},
+        **extra,
         licence="CC0-1.0",
         complete=complete,
     )
@@ -839,6 +993,7 @@ def generate(
     *,
     void_width: int = 1,
     handles: bool = False,
+    attributes: bool = False,
 ) -> Path:
     """Generate the shapes data set under ``root`` (byte-identical for the same arguments).
 
@@ -865,6 +1020,8 @@ def generate(
             ``handle``, the RLE of its visible handle pixels, and meta.json's categories say
             ``handle_in_mask``. Recorded in meta.json only when True, so folders made before this
             option existed still match.
+        attributes: the many-category variant (see :func:`render`); recorded only when True. Its
+            meta.json also holds ``mask_order`` (:data:`ATTRIBUTE_MASK_ORDER`).
 
     Returns:
         pathlib.Path: ``root``.
@@ -876,13 +1033,16 @@ def generate(
     """
     fn = "generate"
     _check_generate_arguments(fn, root, num_train, num_val, seed, image_size, void_width, workers, progress)
-    if not isinstance(handles, bool):
-        raise TypeError(f"{fn}: handles must be a bool, got {describe(handles)}")
+    for name, value in (("handles", handles), ("attributes", attributes)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{fn}: {name} must be a bool, got {describe(value)}")
     root = Path(root).expanduser()
     # Only the arguments that change the files are recorded: workers and progress do not.
     arguments = dict(num_train=num_train, num_val=num_val, seed=seed, image_size=image_size, void_width=void_width)
     if handles:
         arguments["handles"] = True
+    if attributes:
+        arguments["attributes"] = True
     if _is_complete(root, arguments):  # the common case, and no lock file in a read-only folder
         return root
     with _generation_lock(fn, root):
@@ -893,7 +1053,8 @@ def generate(
         if state == "complete":
             return root
         _prepare(fn, root, arguments, state)
-        _write_splits(root, arguments, num_train, num_val, seed, image_size, void_width, handles, workers, progress)
+        _write_splits(root, arguments, num_train, num_val, seed, image_size, void_width, handles, attributes, workers,
+                      progress)
     return root
 
 
@@ -926,18 +1087,18 @@ def _generation_lock(fn: str, root: Path):
         lock.release()
 
 
-def _write_splits(root: Path, arguments: dict, num_train, num_val, seed, image_size, void_width, handles, workers,
-                  progress) -> None:
+def _write_splits(root: Path, arguments: dict, num_train, num_val, seed, image_size, void_width, handles, attributes,
+                  workers, progress) -> None:
     """Render and write every image, then the instances files, then meta.json with ``complete: true``."""
     counts = dict(train=num_train, val=num_val)
     jobs = [
-        (str(root), seed, split, i, image_size, void_width, handles) for split in SPLITS for i in range(counts[split])
+        (str(root), seed, split, i, image_size, void_width, handles, attributes) for split in SPLITS for i in range(counts[split])
     ]
     workers = min(os.cpu_count() or 1, 8) if workers is None else workers
     results = _run_jobs(jobs, workers, progress)
     for split in SPLITS:
         split_results = [results.pop(0) for _ in range(counts[split])]
-        _dump_json(root / split / "instances.json", _coco_file(split_results, image_size))
+        _dump_json(root / split / "instances.json", _coco_file(split_results, image_size, attributes))
     _dump_json(root / "meta.json", _meta(arguments, complete=True), indent=2)
 
 
@@ -960,7 +1121,7 @@ def _run_jobs(jobs: list, workers: int, progress: bool) -> list:
         return results
 
 
-def _coco_file(per_image: list[list[dict]], image_size: int) -> dict:
+def _coco_file(per_image: list[list[dict]], image_size: int, attributes: bool = False) -> dict:
     """The instances.json content: images, annotations with ids (both 1-based), categories."""
     images, annotations = [], []
     for index, image_annotations in enumerate(per_image):
@@ -972,7 +1133,7 @@ def _coco_file(per_image: list[list[dict]], image_size: int) -> dict:
             annotations.append(dict(annotation, id=len(annotations) + 1, image_id=image_id))
     info = dict(description="segnotes procedural shapes", version=str(FORMAT_VERSION), contributor=GENERATOR)
     licences = [dict(id=1, name="CC0-1.0", url="https://creativecommons.org/publicdomain/zero/1.0/")]
-    return dict(info=info, licenses=licences, images=images, annotations=annotations, categories=_coco_categories())
+    return dict(info=info, licenses=licences, images=images, annotations=annotations, categories=_coco_categories(attributes=attributes))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1085,15 +1246,29 @@ def ensure_shapes(
     image_size: int = 128,
     progress: bool = True,
     handles: bool = False,
+    attributes: bool = False,
 ) -> Path:
     """Generate the shapes data set unless ``root`` already holds it; return ``root``.
 
-    Notebooks call this first (in Colab too). ``root`` defaults to :func:`default_root`, or with
-    ``handles=True`` (the variant of :func:`render`) to the folder ``shapes_handles`` beside it.
+    Notebooks call this first (in Colab too). ``root`` defaults to :func:`default_root`, or for
+    the variants of :func:`render` to a folder beside it: ``shapes_handles`` (``handles=True``),
+    ``shapes_attributes`` (``attributes=True, handles=True``, the LSE chapter's curve) or
+    ``shapes_attributes_plain`` (``attributes=True`` alone).
     """
     if root is None:
-        root = default_root().with_name("shapes_handles") if handles else default_root()
-    return generate(root, num_train, num_val, seed=seed, image_size=image_size, progress=progress, handles=handles)
+        root = default_root()
+        if handles or attributes:
+            root = root.with_name(variant_folder(handles, attributes))
+    return generate(root, num_train, num_val, seed=seed, image_size=image_size, progress=progress, handles=handles,
+                    attributes=attributes)
+
+
+def variant_folder(handles: bool = False, attributes: bool = False) -> str:
+    """The default folder name of a variant: ``shapes``, ``shapes_handles``, ``shapes_attributes`` (with
+    handles) or ``shapes_attributes_plain``."""
+    if attributes:
+        return "shapes_attributes" if handles else "shapes_attributes_plain"
+    return "shapes_handles" if handles else "shapes"
 
 
 def statistics(root: str | os.PathLike | None = None) -> dict:
@@ -1134,7 +1309,8 @@ def _split_statistics(split_dir: Path, coco: dict, ranges: dict) -> dict:
         pixels += np.bincount(label.ravel(), minlength=256)
     total = max(int(pixels.sum()), 1)
     shares = dict(background=pixels[0] / total)
-    shares.update({name: pixels[i] / total for i, name in enumerate(_NAMES, start=1)})
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    shares.update({name: pixels[i] / total for i, name in sorted(names.items())})
     shares["void"] = pixels[VOID] / total
     n = max(len(single), 1)
     return dict(
@@ -1144,7 +1320,7 @@ def _split_statistics(split_dir: Path, coco: dict, ranges: dict) -> dict:
             mean=float(per_image.mean()) if per_image.size else 0.0,
             max=int(per_image.max()) if per_image.size else 0,
         ),
-        per_category={name: sum(a["category_id"] == i for a in single) for i, name in enumerate(_NAMES, 1)},
+        per_category={name: sum(a["category_id"] == i for a in single) for i, name in sorted(names.items())},
         area_shares={
             name: float(((areas >= lo) & (areas <= hi)).sum() / n)
             for name, (lo, hi) in ranges.items()

@@ -19,7 +19,7 @@ from matplotlib.patches import Patch
 from torch import Tensor
 
 from .._checks import check_choice, check_int, check_positive, describe
-from ..data import CATEGORIES, HANDLE_IN_MASK, render
+from ..data import ATTRIBUTE_CATEGORIES, ATTRIBUTE_HANDLE_IN_MASK, CATEGORIES, HANDLE_IN_MASK, render
 from ..data.shapes import MIN_IMAGE_SIZE, SPLITS
 from .compare import _new_figure, _rgba8
 from .masks import _to_numpy_image, overlay_instances
@@ -63,19 +63,22 @@ def _bare(ax) -> None:
 # Figure 1: the handles and the per-category mask rule.
 
 
-def _handle_examples(seed: int, split: str, image_size: int, max_images: int = 200) -> list[dict]:
+def _handle_examples(seed: int, split: str, image_size: int, max_images: int = 200, attributes: bool = False,
+                     wanted=None) -> list[dict]:
     """The first clear instance of every category in ``render(seed, split, i, handles=True)``, i = 0, 1, ...
 
     "Clear": not crowd, at least 6 visible handle pixels and 150 owned pixels. Returns one dict per
     category in id order: ``category_id``, ``index`` (image), ``k`` (annotation, 1-based), ``image``
     (uint8 [h, w, 3]), ``owned`` and ``handle`` (bool [h, w]), all cropped to the box plus 3 px.
+    ``attributes`` renders the attributes variant; ``wanted`` limits the categories (ids).
     """
-    wanted = {c["id"] for c in CATEGORIES}
+    categories = ATTRIBUTE_CATEGORIES if attributes else CATEGORIES
+    wanted = {c["id"] for c in categories} if wanted is None else set(wanted)
     found = {}
     for index in range(max_images):
-        rendered = render(seed, split, index, image_size=image_size, handles=True)
+        rendered = render(seed, split, index, image_size=image_size, handles=True, attributes=attributes)
         for k, (category_id, crowd) in enumerate(zip(rendered.category_ids, rendered.iscrowd), start=1):
-            if crowd or category_id in found:
+            if crowd or category_id in found or category_id not in wanted:
                 continue
             owned = rendered.owners == k
             handle = owned & rendered.handles
@@ -90,14 +93,15 @@ def _handle_examples(seed: int, split: str, image_size: int, max_images: int = 2
             )
         if len(found) == len(wanted):
             return [found[i] for i in sorted(found)]
-    missing = [c["name"] for c in CATEGORIES if c["id"] not in found]
+    missing = [c["name"] for c in categories if c["id"] in wanted and c["id"] not in found]
     raise RuntimeError(
         f"handles_figure: no clear instance of {', '.join(missing)} in the first {max_images} {split} images "
         f"(seed {seed}, image_size {image_size})"
     )
 
 
-def handles_figure(seed: int = 0, split: str = "val", image_size: int = 128, size: float = 1.6) -> Figure:
+def handles_figure(seed: int = 0, split: str = "val", image_size: int = 128, size: float = 1.6, *,
+                   attributes: bool = False, categories=None) -> Figure:
     """One instance of every category with its handle, and the mask its annotation defines.
 
     Scans ``segnotes.data.render(seed, split, i, image_size, handles=True)`` for i = 0, 1, ... (at
@@ -112,9 +116,13 @@ def handles_figure(seed: int = 0, split: str = "val", image_size: int = 128, siz
         split (str): ``"train"`` or ``"val"``.
         image_size (int): side of the rendered images, pixels.
         size (float): inches per panel.
+        attributes (bool): the 50-category attributes variant (``render(..., attributes=True)``),
+            whose handle rule is :data:`segnotes.data.ATTRIBUTE_HANDLE_IN_MASK`; titles break
+            before the outline.
+        categories (Sequence[int] or None): the category ids to show (default: all of the variant).
 
     Returns:
-        Figure: 2 x 9 axes, row-major (crops first, then masks), one column per category in id order.
+        Figure: 2 x C axes, row-major (crops first, then masks), one column per category in id order.
 
     Raises:
         RuntimeError: a category has no clear instance in the first 200 images (names it).
@@ -124,18 +132,27 @@ def handles_figure(seed: int = 0, split: str = "val", image_size: int = 128, siz
     check_choice(fn, "split", split, SPLITS)
     check_int(fn, "image_size", image_size, minimum=MIN_IMAGE_SIZE)
     check_positive(fn, "size", size)
-    examples = _handle_examples(seed, split, image_size)
-    categories = {c["id"]: c for c in CATEGORIES}
-    figure = _new_figure(size * len(examples), size * 2 + 0.35)
+    if not isinstance(attributes, bool):
+        raise TypeError(f"{fn}: attributes must be a bool, got {describe(attributes)}")
+    by_id = {c["id"]: c for c in (ATTRIBUTE_CATEGORIES if attributes else CATEGORIES)}
+    if categories is not None:
+        if isinstance(categories, (str, bytes)) or not all(isinstance(c, int) and c in by_id for c in categories) \
+                or not categories:
+            raise ValueError(f"{fn}: categories must be a non-empty sequence of category ids from "
+                             f"{min(by_id)}..{max(by_id)}, got {categories!r}")
+    rule = ATTRIBUTE_HANDLE_IN_MASK if attributes else HANDLE_IN_MASK
+    examples = _handle_examples(seed, split, image_size, attributes=attributes, wanted=categories)
+    figure = _new_figure(size * len(examples), size * 2 + (0.5 if attributes else 0.35))
     axes = figure.subplots(2, len(examples), squeeze=False)
     for column, example in enumerate(examples):
-        category = categories[example["category_id"]]
-        in_mask = HANDLE_IN_MASK[category["id"]]
+        category = by_id[example["category_id"]]
+        in_mask = rule[category["id"]]
         owned, handle = example["owned"], example["handle"]
         mask = owned if in_mask else owned & ~handle
         top, bottom = axes[0, column], axes[1, column]
         top.imshow(example["image"], interpolation="nearest")
-        top.set_title(f"{category['name']} ({category['group']})", fontsize=8)
+        name = category["name"].rsplit(" ", 1) if attributes else [category["name"]]
+        top.set_title("\n".join(name[:-1] + [f"{name[-1]} ({category['group']})"]), fontsize=8)
         dimmed = 0.35 * _to_numpy_image(example["image"])
         layers = np.stack([mask, owned & handle & ~mask])  # [2, h, w]: the mask, the left-out handle
         bottom.imshow(_rgba8(overlay_instances(dimmed, layers, alpha=0.8, colors=[MASK_COLOR, LEFT_OUT_COLOR])),

@@ -77,6 +77,22 @@ def test_handles_figure_shows_the_rule_of_each_category():
     plt.close(figure)
 
 
+def test_handles_figure_of_the_attributes_variant_follows_the_outline_rule():
+    from segnotes.data import ATTRIBUTE_CATEGORIES, ATTRIBUTE_GROUPS, ATTRIBUTE_HANDLE_IN_MASK
+
+    group_b = ATTRIBUTE_GROUPS["B"]
+    figure = handles_figure(attributes=True, categories=group_b, size=1.0)
+    assert len(figure.axes) == 2 * len(group_b)
+    top, bottom = figure.axes[: len(group_b)], figure.axes[len(group_b):]
+    shown = [c for c in ATTRIBUTE_CATEGORIES if c["id"] in group_b]
+    assert [ax.get_title() for ax in top] == [f"{c['colour']} {c['texture']}\n{c['outline']} (B)" for c in shown]
+    rules = ["handle in mask" if ATTRIBUTE_HANDLE_IN_MASK[c["id"]] else "handle not in mask" for c in shown]
+    assert [ax.get_title() for ax in bottom] == rules
+    examples = _handle_examples(0, "val", 128, attributes=True, wanted=group_b)
+    assert [e["category_id"] for e in examples] == list(group_b)
+    plt.close(figure)
+
+
 def test_handles_figure_bad_arguments_raise():
     with pytest.raises(ValueError, match=r"handles_figure: split must be one of \['train', 'val'\], got 'test'"):
         handles_figure(split="test")
@@ -84,6 +100,11 @@ def test_handles_figure_bad_arguments_raise():
         handles_figure(image_size=32)
     with pytest.raises(ValueError, match=r"handles_figure: size must be > 0, got 0"):
         handles_figure(size=0)
+    with pytest.raises(ValueError, match=r"handles_figure: categories must be a non-empty sequence of category ids "
+                                         r"from 1\.\.9, got \(12,\)"):
+        handles_figure(categories=(12,))
+    with pytest.raises(TypeError, match="handles_figure: attributes must be a bool, got str"):
+        handles_figure(attributes="yes")
 
 
 # -------------------------------------------------------------------------------------- the diagram
