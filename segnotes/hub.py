@@ -230,7 +230,9 @@ def write_manifest(data: str | os.PathLike, folders: tuple[str, ...] = ("checkpo
     count = 0
     for folder in folders:
         for file in sorted((data / folder).rglob("*")):
-            if file.is_file() and not file.name.endswith(".partial.pt") and not file.name.startswith("."):
+            # finished checkpoints only: not a run still training, nor the folder's README
+            if file.is_file() and file.suffix == ".pt" and not file.name.endswith(".partial.pt") \
+                    and not file.name.startswith("."):
                 rel = file.relative_to(data).as_posix()
                 lines.append(f"{sha256_file(file)} {file.stat().st_size} {rel}")
                 count += 1

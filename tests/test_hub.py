@@ -77,6 +77,20 @@ def mirror(tmp_path, monkeypatch):
     hub._read_manifest.cache_clear()
 
 
+def test_manifest_lists_finished_checkpoints_only(tmp_path):
+    # a README beside the checkpoints, a run still training and a hidden file are not downloads
+    data = tmp_path / "data"
+    (data / "checkpoints" / "ch").mkdir(parents=True)
+    for name in ("README.md", "ch/run.pt", "ch/other.partial.pt", "ch/.lock.pt"):
+        (data / "checkpoints" / name).write_bytes(b"x")
+    manifest = tmp_path / "downloads.sha256"
+    try:
+        assert hub.write_manifest(data, path=manifest) == 1
+        assert manifest.read_text().splitlines()[1].endswith(" 1 checkpoints/ch/run.pt")
+    finally:
+        hub._read_manifest.cache_clear()
+
+
 def test_manifest_lists_name_sha_and_size(mirror):
     assert hub.manifest() == {NAME: (hashlib.sha256(PAYLOAD).hexdigest(), len(PAYLOAD))}
     assert hub.download_size("checkpoints/") == len(PAYLOAD)
