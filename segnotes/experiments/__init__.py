@@ -6,6 +6,8 @@
                 equal compute (the Mask R-CNN chapter)
     lse         partially supervised instance segmentation: class-agnostic baseline vs weight transfer
                 vs oracle in both directions, and the transfer ablations (the LSE chapter)
+    lse_curve   the LSE chapter's curve: agnostic, transfer and oracle against the number of mask
+                classes, on the 50-category attributes variant of the shapes data
     own_data    ``segnotes train``: the same models on a COCO, VOC or shapes folder
     runner      the one training path: Chapter (what a chapter declares), RunFiles, train_run,
                 run_all, checkpoint_root
@@ -16,7 +18,7 @@ Each chapter's module has a recipe (shared settings), its runs, and a ``CHAPTER`
 ``load_run`` and ``load_run_model`` read its finished runs. :func:`train_run` trains one run of
 any chapter and :func:`run_all` many, in parallel processes.
 """
-from . import chapters, detection, fcn, lse, mask_rcnn, runner
+from . import chapters, detection, fcn, lse, lse_curve, mask_rcnn, runner
 from .chapters import CHAPTERS
 from .fcn import (
     FCNRecipe,
@@ -34,6 +36,7 @@ from .fcn import (
     training_memory_format,
 )
 from .lse import LSERecipe, LSERunSpec, evaluate_lse, lse_runs
+from .lse_curve import LSECurveRecipe, LSECurveRunSpec, curve_runs
 from .mask_rcnn import MaskRCNNRecipe, MaskRCNNRunSpec, evaluate_mask_rcnn, mask_rcnn_runs
 from .runner import Chapter, RunFiles, checkpoint_root, run_all, train_run
 
@@ -41,6 +44,7 @@ __all__ = [
     "fcn",
     "mask_rcnn",
     "lse",
+    "lse_curve",
     "runner",
     "chapters",
     "detection",
@@ -51,6 +55,9 @@ __all__ = [
     "LSERunSpec",
     "lse_runs",
     "evaluate_lse",
+    "LSECurveRecipe",
+    "LSECurveRunSpec",
+    "curve_runs",
     "MaskRCNNRecipe",
     "MaskRCNNRunSpec",
     "mask_rcnn_runs",

@@ -1,4 +1,4 @@
-"""Train the checkpoints the chapters load: ``python -m segnotes.experiments {all,fcn,mask_rcnn,lse} --out DIR``.
+"""Train the checkpoints the chapters load: ``python -m segnotes.experiments {all,fcn,mask_rcnn,lse,lse_curve} --out DIR``.
 
 Runs everything not yet done, resumably: each run checkpoints every few minutes, an interrupted
 run resumes where it stopped, and finished runs are skipped. Each training process uses one
@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", type=Path, default=None, help="shapes data set folder (default: segnotes.data.default_root())")
     parser.add_argument("--handles-root", type=Path, default=None,
                         help="shapes-with-handles folder, for lse (default: segnotes.experiments.lse.handles_root())")
+    parser.add_argument("--attributes-root", type=Path, default=None,
+                        help="attributes variant's folder, for lse_curve (default: segnotes.experiments.lse_curve.attributes_root())")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="change a field of the chapter's recipe, e.g. --set epochs=12 --set seeds=0,1 "
                              "(repeatable; the runs keep their names: use another --out than data/checkpoints)")
@@ -184,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         start = time.perf_counter()
         log = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {chapter.name}: {text}", flush=True)
-        data_root = {"shapes": args.data_root, "shapes_handles": args.handles_root}[chapter.data_set]
+        data_root = {"shapes": args.data_root, "shapes_handles": args.handles_root,
+                     "shapes_attributes": args.attributes_root}[chapter.data_set]
         trained = run_all(runs, recipe, args.out, jobs=args.jobs, data_root=data_root, device=device,
                           threads=args.threads, log=log)
         log(f"{len(trained)} runs trained, {len(runs) - len(trained)} already done, {(time.perf_counter() - start) / 60:.1f} min")

@@ -6,7 +6,7 @@ builder, data and trainer in a new module, declare its ``CHAPTER``, and list it 
 """
 from __future__ import annotations
 
-from . import fcn, lse, mask_rcnn
+from . import fcn, lse, lse_curve, mask_rcnn
 from .runner import Chapter
 
 __all__ = ["CHAPTERS", "all_chapters", "chapter_named"]
@@ -15,6 +15,7 @@ CHAPTERS: tuple[Chapter, ...] = (
     fcn.CHAPTER,
     mask_rcnn.CHAPTER,
     lse.CHAPTER,
+    lse_curve.CHAPTER,
 )
 
 
@@ -27,7 +28,7 @@ def all_chapters() -> tuple[Chapter, ...]:
 
 
 def chapter_named(name: str) -> Chapter:
-    """The book's chapter called ``name`` (``"fcn"``, ``"mask_rcnn"``, ``"lse"``)."""
+    """The book's chapter called ``name`` (``"fcn"``, ``"mask_rcnn"``, ``"lse"``, ``"lse_curve"``)."""
     for chapter in CHAPTERS:
         if chapter.name == name:
             return chapter

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .._checks import check_int, describe
+from .._checks import check_int, check_positive, check_range, describe
 from ..engine import TrainConfig, Trainer, detection_step, distributed
 from ..metrics import average_precision, detections_from_predictions
 from ..utils import model_device
@@ -189,6 +189,29 @@ def flat_scores(scores: dict | None) -> dict | None:
     if scores is None:
         return None
     return {f"{'box' if kind == 'bbox' else 'mask'}_{k}": v for kind, d in scores.items() for k, v in d.items()}
+
+
+def check_recipe_schedule(fn: str, recipe) -> None:
+    """Check the fields the detection chapters' recipes share (their ``__post_init__`` calls it).
+
+    ``num_classes``, ``batch_size``, ``epochs``, ``monitor_images``, ``checkpoint_every`` >= 1;
+    ``warmup_steps`` >= 0; ``lr`` > 0; ``weight_decay`` >= 0; ``min_lr_factor`` in [0, 1];
+    ``grad_clip`` None or > 0; ``seeds`` not empty; ``train_images``, ``val_images`` None or >= 1.
+    Each error names ``fn`` (the recipe) and the field.
+    """
+    for name in ("num_classes", "batch_size", "epochs", "monitor_images", "checkpoint_every"):
+        check_int(fn, name, getattr(recipe, name), minimum=1)
+    check_int(fn, "warmup_steps", recipe.warmup_steps, minimum=0)
+    check_positive(fn, "lr", recipe.lr)
+    check_positive(fn, "weight_decay", recipe.weight_decay, allow_zero=True)
+    check_range(fn, "min_lr_factor", recipe.min_lr_factor, 0, 1)
+    if recipe.grad_clip is not None:
+        check_positive(fn, "grad_clip", recipe.grad_clip)
+    if not recipe.seeds:
+        raise ValueError(f"{fn}: seeds must hold at least one seed, got {recipe.seeds!r}")
+    for name in ("train_images", "val_images"):
+        if getattr(recipe, name) is not None:
+            check_int(fn, name, getattr(recipe, name), minimum=1)
 
 
 def detection_trainer(model, train_set, recipe, spec, checkpoint_path: Path, monitor, *, device="cpu",

@@ -46,12 +46,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .._checks import check_choice, check_int, check_positive, check_range, describe
+from .._checks import check_choice, check_int, describe
 from ..engine import Trainer, detection_step
 from ..metrics.coco import decode_segmentation
 from ..utils import model_device
 from .detection import (
     box_and_mask_ap,
+    check_recipe_schedule,
     coco_of,
     collate_instances,
     detect_for_ap,
@@ -147,16 +148,7 @@ class LSERecipe:
 
     def __post_init__(self) -> None:
         fn = "LSERecipe"
-        for name in ("num_classes", "batch_size", "epochs", "monitor_images", "checkpoint_every"):
-            check_int(fn, name, getattr(self, name), minimum=1)
-        check_int(fn, "warmup_steps", self.warmup_steps, minimum=0)
-        check_positive(fn, "lr", self.lr)
-        check_positive(fn, "weight_decay", self.weight_decay, allow_zero=True)
-        check_range(fn, "min_lr_factor", self.min_lr_factor, 0, 1)
-        if self.grad_clip is not None:
-            check_positive(fn, "grad_clip", self.grad_clip)
-        if not self.seeds:
-            raise ValueError(f"{fn}: seeds must hold at least one seed, got {self.seeds!r}")
+        check_recipe_schedule(fn, self)
         for seed in (*self.seeds, *self.keep_weights_seeds):
             check_int(fn, "seeds[i]", seed, minimum=0)
         for variant in self.ablations:
@@ -165,9 +157,6 @@ class LSERecipe:
             check_choice(fn, "keep_weights_directions[i]", direction, tuple(DIRECTIONS))
         for variant in self.holdout_variants:
             check_choice(fn, "holdout_variants[i]", variant, HOLDOUT_VARIANTS)
-        for name in ("train_images", "val_images"):
-            if getattr(self, name) is not None:
-                check_int(fn, name, getattr(self, name), minimum=1)
         for name in ("seeds", "ablations", "keep_weights_seeds", "keep_weights_directions", "holdout_variants"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
@@ -347,7 +336,8 @@ def _group_ap(ground_truth: dict, detections: list[dict], category_ids, area_ran
     return box_and_mask_ap(gt, [d for d in detections if d["category_id"] in wanted], area_ranges)
 
 
-def evaluate_lse(model: nn.Module, dataset: Dataset, *, batch_size: int = 8, given_box: bool = True) -> dict:
+def evaluate_lse(model: nn.Module, dataset: Dataset, *, batch_size: int = 8, given_box: bool = True,
+                 groups: dict | None = None) -> dict:
     """Box and mask AP per category group, and the given-box mask diagnostics.
 
     Args:
@@ -355,31 +345,34 @@ def evaluate_lse(model: nn.Module, dataset: Dataset, *, batch_size: int = 8, giv
         dataset: the shapes-with-handles val set (a ``ShapesInstances`` or a Subset of one).
         batch_size (int): images per forward pass.
         given_box (bool): also compute :func:`masks_given_boxes` scores per category.
+        groups (dict): group name -> category ids to score (default :data:`segnotes.data.GROUPS`).
 
     Returns:
-        dict: ``{"A": {"bbox": {AP, ...}, "segm": {...}}, "B": {...}, "all": {...}}`` and, with
-        ``given_box``, ``"given_box"``: category id -> {"iou", "handle_kept", "instances"}.
+        dict: ``{"A": {"bbox": {AP, ...}, "segm": {...}}, "B": {...}, "all": {...}}`` (one entry per
+        group) and, with ``given_box``, ``"given_box"``: category id -> {"iou", "handle_kept", "instances"}.
     """
     from ..data import GROUPS
 
+    groups = GROUPS if groups is None else groups
     gathered = detect_for_ap(model, dataset, batch_size=batch_size)
     if gathered is None:  # under torchrun, on the processes other than rank 0
         return None
     ground_truth, detections, ranges = gathered
     all_ids = [c["id"] for c in ground_truth["categories"]]
-    scores = {name: _group_ap(ground_truth, detections, ids, ranges) for name, ids in GROUPS.items()}
+    scores = {name: _group_ap(ground_truth, detections, ids, ranges) for name, ids in groups.items()}
     scores["all"] = _group_ap(ground_truth, detections, all_ids, ranges)
     if given_box:
         scores["given_box"] = _given_box_scores(model, dataset, coco_of(dataset))
     return scores
 
 
-def _monitor_scores(model: nn.Module, dataset: Dataset) -> dict:
-    """Flat per-epoch scores for the learning curves: mask AP of each group."""
-    scores = evaluate_lse(model, dataset, given_box=False)
+def _monitor_scores(model: nn.Module, dataset: Dataset, groups: dict | None = None) -> dict:
+    """Flat per-epoch scores for the learning curves: mask AP of each group (default A and B)."""
+    scores = evaluate_lse(model, dataset, given_box=False, groups=groups)
     if scores is None:
         return None
-    return {f"{group}_{k}": v for group in ("A", "B") for k, v in flat_scores(scores[group]).items() if k.endswith("AP")}
+    names = ("A", "B") if groups is None else tuple(groups)
+    return {f"{group}_{k}": v for group in names for k, v in flat_scores(scores[group]).items() if k.endswith("AP")}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from .._checks import check_choice, check_int, check_positive, check_range, describe
+from .._checks import check_choice, check_int, describe
 from .detection import (  # the detection helpers, importable from here as before
     AP_KEYS,
     box_and_mask_ap,
+    check_recipe_schedule,
     collate_instances,
     detect_for_ap,
     detection_trainer,
@@ -115,16 +116,7 @@ class MaskRCNNRecipe:
 
     def __post_init__(self) -> None:
         fn = "MaskRCNNRecipe"
-        for name in ("num_classes", "batch_size", "epochs", "monitor_images", "checkpoint_every"):
-            check_int(fn, name, getattr(self, name), minimum=1)
-        check_int(fn, "warmup_steps", self.warmup_steps, minimum=0)
-        check_positive(fn, "lr", self.lr)
-        check_positive(fn, "weight_decay", self.weight_decay, allow_zero=True)
-        check_range(fn, "min_lr_factor", self.min_lr_factor, 0, 1)
-        if self.grad_clip is not None:
-            check_positive(fn, "grad_clip", self.grad_clip)
-        if not self.seeds:
-            raise ValueError(f"{fn}: seeds must hold at least one seed, got {self.seeds!r}")
+        check_recipe_schedule(fn, self)
         if self.ablation_seeds is not None:
             object.__setattr__(self, "ablation_seeds", tuple(self.ablation_seeds))
         for seed in (*self.seeds, *self.keep_weights_seeds, *(self.ablation_seeds or ())):
@@ -133,9 +125,6 @@ class MaskRCNNRecipe:
             raise ValueError(f"{fn}: variants must name at least one of {sorted(VARIANTS)}, got {self.variants!r}")
         for variant in self.variants:
             check_choice(fn, "variants[i]", variant, tuple(VARIANTS))
-        for name in ("train_images", "val_images"):
-            if getattr(self, name) is not None:
-                check_int(fn, name, getattr(self, name), minimum=1)
         object.__setattr__(self, "seeds", tuple(self.seeds))
         object.__setattr__(self, "variants", tuple(self.variants))
         object.__setattr__(self, "keep_weights_seeds", tuple(self.keep_weights_seeds))

@@ -145,7 +145,7 @@ class Chapter(RunFiles):
             -> Trainer``: the chapter's optimiser, schedule, step and monitoring.
         evaluate: ``evaluate(model, val, recipe) -> dict``, the final scores on the whole val set.
         data_set: which data set ``data_root`` means by default, for the command line:
-            ``"shapes"``, ``"shapes_handles"`` or ``"own"`` (given by the user).
+            ``"shapes"``, ``"shapes_handles"``, ``"shapes_attributes"`` or ``"own"`` (given by the user).
         half: store the finished weights in float16 (the book's checkpoints, committed to git),
             scoring the float16 weights; False stores float32 and scores them once.
     """

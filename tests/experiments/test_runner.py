@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from segnotes.engine import save_checkpoint
-from segnotes.experiments import CHAPTERS, checkpoint_root, fcn, lse, mask_rcnn
+from segnotes.experiments import CHAPTERS, checkpoint_root, fcn, lse, lse_curve, mask_rcnn
 from segnotes.experiments.chapters import chapter_named
 from segnotes.experiments.runner import Chapter, RunFiles, chapter_of
 
 
-@pytest.mark.parametrize("module, chapter", [(fcn, "fcn"), (lse, "lse"), (mask_rcnn, "mask_rcnn")])
+@pytest.mark.parametrize("module, chapter", [(fcn, "fcn"), (lse, "lse"), (lse_curve, "lse_curve"), (mask_rcnn, "mask_rcnn")])
 def test_each_chapter_keeps_its_runs_in_its_own_folder(tmp_path, module, chapter):
     assert module.CHAPTER in CHAPTERS and chapter_named(chapter) is module.CHAPTER
     assert module.run_path(tmp_path, "r") == tmp_path / chapter / "r.pt"
@@ -42,7 +42,7 @@ def test_a_finished_run_is_done_and_loads(tmp_path):
 def test_unknown_recipes_and_chapters_are_refused():
     with pytest.raises(TypeError, match=r"f: recipe must be a chapter's recipe \(FCNRecipe, MaskRCNNRecipe, LSERecipe"):
         chapter_of("f", {"epochs": 1})
-    with pytest.raises(ValueError, match=r"chapter_named: name must be one of \['fcn', 'mask_rcnn', 'lse'\], got 'x'"):
+    with pytest.raises(ValueError, match=r"chapter_named: name must be one of \['fcn', 'mask_rcnn', 'lse', 'lse_curve'\], got 'x'"):
         chapter_named("x")
     assert all(isinstance(c, Chapter) for c in CHAPTERS)
 
