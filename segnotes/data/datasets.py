@@ -114,17 +114,19 @@ def _load_label(fn: str, path: Path, size: tuple[int, int] | None) -> Tensor:
     return label
 
 
-def _shapes_split(fn: str, root, split: str) -> tuple[Path, Path]:
-    """The split directory of a complete shapes data set, or a FileNotFoundError saying how to make it."""
+def _shapes_split(fn: str, root, split: str) -> tuple[Path, Path, dict]:
+    """The root, split directory and meta.json of a complete shapes data set, or a FileNotFoundError
+    saying how to make it."""
     root = default_root() if root is None else Path(root).expanduser()
     check_choice(fn, "split", split, SPLITS)
     how = f"make it with `segnotes data shapes --root {root}` or `make data` (in Python: segnotes.data.ensure_shapes)"
     meta_file = root / "meta.json"
     if not meta_file.is_file():
         raise FileNotFoundError(f"{fn}: no shapes data set at {root} ({meta_file} is missing); {how}")
-    if json.loads(meta_file.read_text(encoding="utf-8")).get("complete") is not True:
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    if meta.get("complete") is not True:
         raise FileNotFoundError(f"{fn}: the shapes data set at {root} is incomplete (interrupted?); {how}")
-    return root, root / split
+    return root, root / split, meta
 
 
 class CocoInstances(Dataset):
@@ -344,10 +346,9 @@ def _check_coco_file(fn: str, path: Path, dataset: dict) -> None:
     _check_compressed_rles(fn, *compressed)
 
 
-def _withheld_categories(fn: str, partial, root: Path) -> tuple[int, ...]:
+def _withheld_categories(fn: str, partial, root: Path, meta: dict) -> tuple[int, ...]:
     """The category ids whose masks ``partial`` withholds (see :class:`ShapesInstances`), with the
-    groups and categories of the data set at ``root`` (its meta.json: the variants differ)."""
-    meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))
+    groups and categories of the data set at ``root`` (its ``meta``: the variants differ)."""
     groups = {name: tuple(ids) for name, ids in meta.get("groups", GROUPS).items()}
     ids = [c["id"] for c in meta.get("categories", CATEGORIES)]
     if partial is None or isinstance(partial, str):
@@ -383,8 +384,8 @@ class ShapesInstances(CocoInstances):
     def __init__(self, root=None, split: str = "train", partial: str | None = None, transforms=None,
                  include_crowd: bool = False):
         fn = type(self).__name__
-        root, split_dir = _shapes_split(fn, root, split)
-        withheld = _withheld_categories(fn, partial, root)
+        root, split_dir, meta = _shapes_split(fn, root, split)
+        withheld = _withheld_categories(fn, partial, root, meta)
         super().__init__(split_dir, split_dir / "instances.json", transforms=transforms, include_crowd=include_crowd)
         self.root, self.split, self.partial = root, split, partial
         self._withheld = torch.tensor(withheld, dtype=torch.int64)
@@ -412,7 +413,7 @@ class ShapesSemantic(Dataset):
 
     def __init__(self, root=None, split: str = "train", transforms=None):
         fn = type(self).__name__
-        self.root, split_dir = _shapes_split(fn, root, split)
+        self.root, split_dir, _ = _shapes_split(fn, root, split)
         if transforms is not None and not callable(transforms):
             raise TypeError(f"{fn}: transforms must be callable or None, got {describe(transforms)}")
         self.split, self.transforms = split, transforms

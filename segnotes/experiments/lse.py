@@ -210,9 +210,9 @@ def lse_runs(recipe: LSERecipe | None = None) -> list[LSERunSpec]:
 
 def handles_root() -> Path:
     """Default folder of the shapes data set with handles: ``shapes_handles`` beside the default one."""
-    from ..data import default_root
+    from ..data import default_root, variant_folder
 
-    return default_root().with_name("shapes_handles")
+    return default_root().with_name(variant_folder(handles=True))
 
 
 def mask_split(direction: str) -> tuple[tuple[int, ...], str | tuple[int, ...]]:

@@ -40,6 +40,15 @@ def test_runs_cover_every_count_and_variant_then_the_oracle():
     assert [s.mask_count for s in runs[:5]] == [5, 5, 40, 40, None]
 
 
+def test_the_schedule_is_the_lse_chapters():
+    from segnotes.experiments.lse import LSERecipe
+
+    curve, lse = LSECurveRecipe(), LSERecipe()
+    for field in ("batch_size", "epochs", "lr", "weight_decay", "warmup_steps", "min_lr_factor", "grad_clip", "flip",
+                  "monitor_images", "checkpoint_every"):
+        assert getattr(curve, field) == getattr(lse, field), field
+
+
 def test_the_default_recipe_is_the_pilot():
     assert [spec.name for spec in curve_runs()] == [
         "lsec_agnostic_m5_s0", "lsec_transfer_m5_s0", "lsec_agnostic_m40_s0", "lsec_transfer_m40_s0", "lsec_oracle_s0"]
@@ -90,8 +99,9 @@ def test_the_train_set_withholds_all_but_the_mask_classes(root):
 
 def test_the_nine_category_data_set_is_refused(tmp_path):
     nine = generate(tmp_path / "h", 2, 1, seed=0, workers=1, progress=False, handles=True)
-    with pytest.raises(ValueError, match="not the attributes variant"):
-        lse_curve._load_data(LSECurveRunSpec("o", "oracle", None, 0), TINY, nine)
+    for spec in (LSECurveRunSpec("o", "oracle", None, 0), LSECurveRunSpec("t", "transfer", 5, 0)):
+        with pytest.raises(ValueError, match="not the attributes variant"):
+            lse_curve._load_data(spec, TINY, nine)
 
 
 def test_train_run_trains_resumes_and_scores_group_b(tmp_path, root):
